@@ -1,0 +1,165 @@
+"""A name → constructor registry, the plugin surface of femurseg.
+
+One :class:`Registry` instance exists per kind of component and lives in the
+subpackage that owns that kind (networks in :mod:`femurseg.models.nets`, losses in
+:mod:`femurseg.models.losses`). Registries are filled by explicit imports of the
+modules that define the components; third-party packages add components through
+a Python entry-point group (``femurseg.nets`` for networks), which is read once,
+on first lookup.
+
+Examples
+--------
+>>> from femurseg.registry import Registry
+>>> blocks = Registry("blocks")
+>>> @blocks.register("double")
+... def double(x: int) -> int:
+...     return 2 * x
+>>> blocks.create("double", x=3)
+6
+>>> blocks.get("doubel")
+Traceback (most recent call last):
+...
+KeyError: "unknown blocks 'doubel'; did you mean 'double'? Valid names: double"
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+__all__ = ["Registry", "import_from_path"]
+
+
+def import_from_path(path: str) -> Any:
+    """Import ``package.module.Name`` and return ``Name``.
+
+    Parameters
+    ----------
+    path
+        Dotted import path whose last part is an attribute of the module.
+
+    Raises
+    ------
+    ImportError
+        If the module cannot be imported or has no such attribute.
+    """
+    module_name, _, attribute = path.rpartition(".")
+    if not module_name:
+        raise ImportError(f"{path!r} is not a dotted import path (package.module.Name)")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute)
+    except AttributeError as error:
+        raise ImportError(f"module {module_name!r} has no attribute {attribute!r}") from error
+
+
+class Registry(Generic[T]):
+    """Map lower_snake names to constructors.
+
+    Parameters
+    ----------
+    kind
+        What the registry holds, used in error messages (``"net"``, ``"loss"``).
+    entry_point_group
+        Optional entry-point group scanned once, on first lookup, for third-party
+        components. Each entry point's name is the registry name and its value the
+        constructor (``mypkg.nets:TinyNet``).
+    """
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._items: dict[str, T] = {}
+        self._plugins_loaded = entry_point_group is None
+
+    def register(self, name: str, obj: T | None = None) -> Any:
+        """Register ``obj`` under ``name``; usable as a decorator.
+
+        Raises
+        ------
+        ValueError
+            If the name is not lower_snake or is already taken.
+        """
+        if not _NAME.match(name):
+            raise ValueError(f"{self.kind} name {name!r} must be lower_snake (e.g. 'unet3d')")
+
+        def decorator(item: T) -> T:
+            if name in self._items and self._items[name] is not item:
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered "
+                    f"(by {_qualified_name(self._items[name])})"
+                )
+            self._items[name] = item
+            return item
+
+        return decorator(obj) if obj is not None else decorator
+
+    def get(self, name: str) -> T:
+        """Return the constructor registered as ``name``.
+
+        A dotted path (``mypkg.nets.MyNet``) is imported instead of looked up, so a
+        class that was never registered can still be used.
+
+        Raises
+        ------
+        KeyError
+            If the name is unknown; the message lists the valid names and the
+            nearest match.
+        """
+        if "." in name:
+            return import_from_path(name)
+        self._load_plugins()
+        if name not in self._items:
+            names = sorted(self._items)
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise KeyError(f"unknown {self.kind} {name!r}{hint} Valid names: {', '.join(names)}")
+        return self._items[name]
+
+    def create(self, name: str, /, **kwargs: Any) -> Any:
+        """Build the component ``name`` with keyword arguments."""
+        return self.get(name)(**kwargs)
+
+    def names(self) -> list[str]:
+        """Sorted registered names, plugins included."""
+        self._load_plugins()
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        self._load_plugins()
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for entry_point in entry_points(group=self.entry_point_group):
+            try:
+                item = entry_point.load()
+            except Exception as error:  # a broken plugin must not hide the built-ins
+                raise ImportError(
+                    f"{self.kind} plugin {entry_point.name!r} ({entry_point.value}) "
+                    f"from entry-point group {self.entry_point_group!r} failed to load: {error}"
+                ) from error
+            self.register(entry_point.name, item)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {sorted(self._items)})"
+
+
+def _qualified_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
