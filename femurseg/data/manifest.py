@@ -1,0 +1,167 @@
+"""The cohort manifest: one CSV row per subject (DESIGN.md §4).
+
+Columns: ``subject_id,image,label`` or ``subject_id,image,periosteal,endosteal``;
+optional ``side`` (``left``/``right``) and ``group`` (stratum for folds). Paths are
+relative to the manifest's folder.
+
+Examples
+--------
+>>> records = read_manifest("cohort/manifest.csv")  # doctest: +SKIP
+>>> records[0].subject_id, records[0].image.name     # doctest: +SKIP
+('phantom_00000', 'phantom_00000.nii.gz')
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from femurseg.errors import ManifestError
+
+__all__ = ["ManifestRecord", "read_manifest", "check_subject_id"]
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SIDES = {"", "left", "right"}
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One subject of a cohort.
+
+    Attributes
+    ----------
+    subject_id
+        Unique id, safe as a file name.
+    image
+        CT image file or DICOM folder.
+    label
+        0/1/2 label map, or ``None`` when two binary masks (or no reference) are given.
+    periosteal, endosteal
+        Binary masks used instead of ``label``.
+    side
+        ``"left"``, ``"right"`` or ``None`` when unknown.
+    group
+        Stratum for fold assignment, or ``None``.
+    """
+
+    subject_id: str
+    image: Path
+    label: Path | None = None
+    periosteal: Path | None = None
+    endosteal: Path | None = None
+    side: str | None = None
+    group: str | None = None
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether the record gives a reference segmentation."""
+        return self.label is not None or (self.periosteal is not None and self.endosteal is not None)
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """The record's files by column name."""
+        columns = ("image", "label", "periosteal", "endosteal")
+        return {c: getattr(self, c) for c in columns if getattr(self, c) is not None}
+
+
+def check_subject_id(subject_id: str) -> str | None:
+    """Return why ``subject_id`` is unsafe as a file name, or ``None`` if it is fine."""
+    if not subject_id:
+        return "empty subject id"
+    if "/" in subject_id or "\\" in subject_id or ".." in subject_id:
+        return f"subject id {subject_id!r} contains a path separator or '..'"
+    if not _SAFE_ID.match(subject_id):
+        return f"subject id {subject_id!r} must use only letters, digits, '.', '_' and '-'"
+    return None
+
+
+def read_manifest(path: str | os.PathLike[str], require_reference: bool = True) -> list[ManifestRecord]:
+    """Parse and structurally validate a manifest CSV.
+
+    Checks columns, subject ids (unique, safe as file names), ``side`` values and
+    that every listed file exists. All problems are collected and raised together.
+
+    Parameters
+    ----------
+    path
+        The manifest CSV.
+    require_reference
+        If true, each row must give ``label`` or both ``periosteal`` and ``endosteal``.
+
+    Returns
+    -------
+    list of ManifestRecord
+        In file order.
+
+    Raises
+    ------
+    ManifestError
+        Listing every problem, each naming the subject and the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path}: file not found")
+    root = path.parent
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    problems = _check_columns(path, columns, require_reference)
+    if problems:
+        raise ManifestError(problems[0], problems)
+
+    records: list[ManifestRecord] = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        subject = row.get("subject_id", "")
+        where = f"manifest {path.name} line {line}, subject {subject!r}"
+        if (reason := check_subject_id(subject)) is not None:
+            problems.append(f"{where}: {reason}")
+        elif subject in seen:
+            problems.append(f"{where}: duplicate subject id (first on line {seen[subject]})")
+        else:
+            seen[subject] = line
+        side = row.get("side", "").lower()
+        if side not in _SIDES:
+            problems.append(f"{where}: side {row.get('side')!r} must be 'left' or 'right'")
+        files = {c: (root / row[c]) if row.get(c) else None for c in ("image", "label", "periosteal", "endosteal")}
+        if files["image"] is None:
+            problems.append(f"{where}: no image given")
+        if require_reference and files["label"] is None and None in (files["periosteal"], files["endosteal"]):
+            problems.append(f"{where}: no reference: give 'label' or both 'periosteal' and 'endosteal'")
+        for column, file in files.items():
+            if file is not None and not file.exists():
+                problems.append(f"{where}: {column} file {file} not found")
+        records.append(
+            ManifestRecord(
+                subject_id=subject,
+                image=files["image"] or root,
+                label=files["label"],
+                periosteal=files["periosteal"] if files["label"] is None else None,
+                endosteal=files["endosteal"] if files["label"] is None else None,
+                side=side or None,
+                group=row.get("group") or None,
+            )
+        )
+    if not records and not problems:
+        problems.append(f"manifest {path}: no subjects")
+    if problems:
+        summary = f"manifest {path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        raise ManifestError(summary, problems)
+    return records
+
+
+def _check_columns(path: Path, columns: list[str], require_reference: bool) -> list[str]:
+    problems = []
+    if "subject_id" not in columns or "image" not in columns:
+        problems.append(f"manifest {path}: needs columns 'subject_id' and 'image' (found {columns})")
+    has_label = "label" in columns
+    has_masks = "periosteal" in columns and "endosteal" in columns
+    if require_reference and not (has_label or has_masks):
+        problems.append(
+            f"manifest {path}: needs a 'label' column or both 'periosteal' and 'endosteal' columns"
+        )
+    return problems

@@ -1,0 +1,29 @@
+"""The exceptions femurseg raises. One module, one hierarchy."""
+
+from __future__ import annotations
+
+__all__ = ["FemursegError", "ManifestError", "DataError", "CheckpointError"]
+
+
+class FemursegError(Exception):
+    """Base class of every error femurseg raises on purpose."""
+
+
+class ManifestError(FemursegError):
+    """The manifest, or a subject it lists, cannot be used.
+
+    The message names the subject, the file and what is wrong. When several
+    problems were found, ``problems`` holds one line per problem.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+class DataError(FemursegError):
+    """An image or label file cannot be read or has unusable content."""
+
+
+class CheckpointError(FemursegError):
+    """A checkpoint is missing, unsafe, or incompatible with the others."""
