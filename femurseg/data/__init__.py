@@ -1,0 +1,1 @@
+"""Data layer: manifest, folds, preprocessing, augmentation, data module, synthetic cohort."""

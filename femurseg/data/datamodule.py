@@ -1,0 +1,235 @@
+"""``FemurDataModule``: manifest → preprocessed TorchIO subjects → patch queue.
+
+Training patches come from a ``tio.Queue`` fed by a ``LabelSampler`` (foreground
+weighted); validation sees whole preprocessed volumes, one subject per batch,
+evaluated by the module with a sliding window. Under DDP each rank's queue reads a
+disjoint share of the training subjects (a ``DistributedSampler`` given to the
+queue as ``subject_sampler``), reshuffled every epoch.
+
+Without a manifest, the built-in synthetic QCT cohort is generated once into a
+cache folder and used.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torchio as tio
+from torch.utils.data import DistributedSampler, SequentialSampler
+
+from femurseg.data.augment import Preset, make_augmentation
+from femurseg.data.folds import load_or_create_splits, select_fold
+from femurseg.data.io import read_image, read_label
+from femurseg.data.manifest import ManifestRecord, read_manifest
+from femurseg.data.preprocess import Preprocessing, preprocess_image, preprocess_label
+from femurseg.errors import DataError
+
+__all__ = ["FemurDataModule", "load_subject"]
+
+log = logging.getLogger(__name__)
+
+
+def load_subject(record: ManifestRecord, settings: Preprocessing) -> tio.Subject:
+    """Read and preprocess one subject into a ``tio.Subject`` with ``image`` and ``label``.
+
+    Raises
+    ------
+    DataError
+        Naming the subject and file when reading fails.
+    """
+    try:
+        image = preprocess_image(read_image(record.image), settings)
+        label = preprocess_label(read_label(record), image)
+    except DataError as error:
+        raise DataError(f"subject {record.subject_id!r}: {error}") from error
+    image_data, affine = tio.io.sitk_to_nib(image)
+    label_data, _ = tio.io.sitk_to_nib(label)
+    return tio.Subject(
+        image=tio.ScalarImage(tensor=torch.as_tensor(image_data, dtype=torch.float32), affine=affine),
+        label=tio.LabelMap(tensor=torch.as_tensor(label_data, dtype=torch.uint8), affine=affine),
+        subject_id=record.subject_id,
+    )
+
+
+class _EpochForwardingSampler(SequentialSampler):
+    """Sequential sampler over the queue whose ``set_epoch`` reshuffles the subjects.
+
+    Lightning calls ``set_epoch`` on a train loader's sampler at every epoch; the
+    queue never calls it on its ``subject_sampler``, so it is forwarded from here.
+    """
+
+    def __init__(self, queue: tio.Queue, subject_sampler: DistributedSampler) -> None:
+        super().__init__(queue)
+        self.subject_sampler = subject_sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.subject_sampler.set_epoch(epoch)
+
+
+class FemurDataModule(pl.LightningDataModule):
+    """Cohort data for training, validation and testing.
+
+    Parameters
+    ----------
+    manifest
+        Cohort CSV (DESIGN.md §4). ``None`` uses the synthetic cohort.
+    experiment_dir
+        Folder of the experiment; its ``splits.json`` is made once and reused.
+    fold
+        Cross-validation fold to train, or ``"all"`` to train on every non-test subject.
+    num_folds, test_fraction, split_seed
+        How ``splits.json`` is made the first time.
+    spacing, hu_window
+        Preprocessing: target spacing in mm (x, y, z) and HU window.
+    patch_size
+        Training patch size in voxels (an int or three ints).
+    batch_size, samples_per_volume, queue_length, num_workers
+        Queue settings: patches per batch, patches drawn per subject load, patches
+        held, and worker processes that load subjects.
+    augmentation
+        Augmentation preset.
+    label_probabilities
+        ``LabelSampler`` probability of centring a patch on each label value
+        (0 background, 1 cortical, 2 trabecular).
+    synthetic_n, synthetic_seed, synthetic_preset, synthetic_dir
+        The synthetic cohort used without a manifest, and where it is generated once.
+    """
+
+    def __init__(
+        self,
+        manifest: str | None = None,
+        experiment_dir: str = "runs/femurseg",
+        fold: int | Literal["all"] = 0,
+        num_folds: int = 10,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        hu_window: tuple[float, float] = (-1000.0, 2000.0),
+        patch_size: int | tuple[int, int, int] = 96,
+        batch_size: int = 2,
+        samples_per_volume: int = 8,
+        queue_length: int = 64,
+        num_workers: int = 0,
+        augmentation: Preset = "default",
+        label_probabilities: dict[int, float] | None = None,
+        synthetic_n: int = 40,
+        synthetic_seed: int = 0,
+        synthetic_preset: str = "quick",
+        synthetic_dir: str = "~/.cache/femurseg/synthetic",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.manifest = manifest
+        self.experiment_dir = Path(experiment_dir)
+        self.fold = fold
+        self.preprocessing = Preprocessing(spacing=tuple(spacing), hu_window=tuple(hu_window))
+        self.patch_size = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
+        self.label_probabilities = label_probabilities or {0: 0.2, 1: 0.4, 2: 0.4}
+        self.splits: dict[str, Any] | None = None
+        self.train_subjects: list[tio.Subject] = []
+        self.val_subjects: list[tio.Subject] = []
+        self.test_subjects: list[tio.Subject] = []
+
+    # where the data comes from ---------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        """The manifest in use: the configured one, or the synthetic cohort's."""
+        if self.manifest is not None:
+            return Path(self.manifest).expanduser()
+        h = self.hparams
+        name = f"{h.synthetic_preset}_n{h.synthetic_n}_seed{h.synthetic_seed}"
+        return Path(h.synthetic_dir).expanduser() / name / "manifest.csv"
+
+    @property
+    def splits_path(self) -> Path:
+        return self.experiment_dir / "splits.json"
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic cohort if needed and make ``splits.json`` (rank 0 only)."""
+        path = self.manifest_path
+        if self.manifest is None and not path.exists():
+            from femurseg.data.synthetic import write_cohort
+
+            h = self.hparams
+            log.info("generating the synthetic cohort (%d subjects) in %s", h.synthetic_n, path.parent)
+            write_cohort(path.parent, n=h.synthetic_n, seed=h.synthetic_seed, preset=h.synthetic_preset)
+        records = read_manifest(path)
+        load_or_create_splits(
+            self.splits_path, [r.subject_id for r in records], [r.group for r in records],
+            num_folds=self.hparams.num_folds, test_fraction=self.hparams.test_fraction, seed=self.hparams.split_seed,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the split and preprocess the subjects this stage needs."""
+        records = {r.subject_id: r for r in read_manifest(self.manifest_path)}
+        self.splits = load_or_create_splits(
+            self.splits_path, list(records), [r.group for r in records.values()],
+            num_folds=self.hparams.num_folds, test_fraction=self.hparams.test_fraction, seed=self.hparams.split_seed,
+        )
+        train, val = select_fold(self.splits, self.fold)
+        if stage in (None, "fit"):
+            self.train_subjects = [load_subject(records[s], self.preprocessing) for s in train]
+        if stage in (None, "fit", "validate"):
+            self.val_subjects = [load_subject(records[s], self.preprocessing) for s in val]
+        if stage in (None, "test"):
+            self.test_subjects = [load_subject(records[s], self.preprocessing) for s in self.splits["test"]]
+
+    # loaders ----------------------------------------------------------------
+    def train_dataloader(self) -> tio.SubjectsLoader:
+        if not self.train_subjects:
+            raise DataError(f"fold {self.fold} has no training subjects")
+        dataset = tio.SubjectsDataset(self.train_subjects, transform=self._training_transform())
+        world_size, rank = self._distributed()
+        trainer = getattr(self, "trainer", None)
+        if world_size > 1 and trainer is not None and trainer._accelerator_connector.use_distributed_sampler:
+            raise RuntimeError(
+                "FemurDataModule splits subjects across ranks itself: pass use_distributed_sampler=False "
+                "to the Trainer (the femurseg CLI does this by default)"
+            )
+        subject_sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.hparams.split_seed
+        )
+        sampler = tio.LabelSampler(
+            self.patch_size, label_name="label", label_probabilities=self.label_probabilities
+        )
+        queue = tio.Queue(
+            dataset,
+            max_length=self.hparams.queue_length,
+            samples_per_volume=self.hparams.samples_per_volume,
+            sampler=sampler,
+            subject_sampler=subject_sampler,
+            num_workers=self.hparams.num_workers,
+            shuffle_subjects=False,
+            shuffle_patches=True,
+        )
+        return tio.SubjectsLoader(
+            queue, batch_size=self.hparams.batch_size, num_workers=0,
+            sampler=_EpochForwardingSampler(queue, subject_sampler),
+        )
+
+    def val_dataloader(self) -> tio.SubjectsLoader | list:
+        if not self.val_subjects:
+            return []
+        return tio.SubjectsLoader(tio.SubjectsDataset(self.val_subjects), batch_size=1, num_workers=0)
+
+    def test_dataloader(self) -> tio.SubjectsLoader:
+        return tio.SubjectsLoader(tio.SubjectsDataset(self.test_subjects), batch_size=1, num_workers=0)
+
+    # helpers ----------------------------------------------------------------
+    def _training_transform(self) -> tio.Transform:
+        """Pad volumes smaller than a patch, then augment."""
+        transforms: list[tio.Transform] = [tio.CropOrPad(self.patch_size, padding_mode="minimum", only_pad=True)]
+        augmentation = make_augmentation(self.hparams.augmentation)
+        if augmentation is not None:
+            transforms.append(augmentation)
+        return tio.Compose(transforms)
+
+    def _distributed(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        return 1, 0

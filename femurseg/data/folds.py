@@ -1,0 +1,154 @@
+"""Held-out test set and k-fold cross-validation splits (DESIGN.md §5).
+
+``splits.json`` is made once per experiment from the manifest and a seed, and
+reused by every later run: a run never re-splits. If the manifest's subjects no
+longer match the stored split, that is an error, never a silent regeneration.
+
+Examples
+--------
+>>> splits = make_splits([f"s{i}" for i in range(20)], num_folds=4, test_fraction=0.15, seed=0)
+>>> len(splits["test"]), len(splits["folds"]), len(splits["folds"][0]["val"])
+(3, 4, 5)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from femurseg.errors import ManifestError
+
+__all__ = ["make_splits", "load_or_create_splits", "select_fold", "Fold"]
+
+Fold = int | str
+
+
+def _stratified_order(subjects: Sequence[str], groups: Sequence[str | None], rng: np.random.Generator) -> list[str]:
+    """Subjects in an order where each group is spread evenly (round robin over shuffled groups)."""
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for subject, group in zip(subjects, groups):
+        by_group[group or ""].append(subject)
+    shuffled = {g: [members[i] for i in rng.permutation(len(members))] for g, members in sorted(by_group.items())}
+    # interleave: position in group divided by group size gives an even spread
+    keyed = [
+        ((i + rng.random()) / len(members), g, s)
+        for g, members in shuffled.items()
+        for i, s in enumerate(members)
+    ]
+    return [s for _, _, s in sorted(keyed)]
+
+
+def make_splits(
+    subjects: Sequence[str],
+    groups: Sequence[str | None] | None = None,
+    num_folds: int = 10,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Split subjects into a held-out test set and ``num_folds`` folds.
+
+    Parameters
+    ----------
+    subjects
+        Subject ids.
+    groups
+        Optional stratum per subject; each fold and the test set get a share of
+        every group in proportion.
+    num_folds
+        Number of cross-validation folds over the non-test subjects.
+    test_fraction
+        Fraction held out for the final test (rounded to the nearest subject).
+    seed
+        Seed of the permutation; same inputs and seed give the same split.
+
+    Returns
+    -------
+    dict
+        ``{"seed", "test": [...], "folds": [{"train": [...], "val": [...]}, ...]}``.
+
+    Raises
+    ------
+    ValueError
+        If there are too few subjects for the folds.
+    """
+    subjects = list(subjects)
+    if len(set(subjects)) != len(subjects):
+        raise ValueError("subject ids must be unique")
+    groups = list(groups) if groups is not None else [None] * len(subjects)
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    order = _stratified_order(subjects, groups, rng)
+    n_test = int(round(test_fraction * len(order)))
+    # every k-th subject of the stratified order goes to the test set: keeps groups balanced
+    test_idx = set(np.linspace(0, len(order) - 1, n_test).round().astype(int).tolist()) if n_test else set()
+    test = [s for i, s in enumerate(order) if i in test_idx]
+    rest = [s for i, s in enumerate(order) if i not in test_idx]
+    if num_folds < 1 or num_folds > len(rest) or (num_folds == 1 and len(rest) < 2):
+        raise ValueError(f"cannot make {num_folds} folds from {len(rest)} non-test subjects")
+    if num_folds == 1:  # a single train/val split: 20 % validation
+        n_val = max(1, len(rest) // 5)
+        val_sets = [rest[-n_val:]]
+    else:
+        val_sets = [rest[k::num_folds] for k in range(num_folds)]
+    folds = [{"train": sorted(s for s in rest if s not in set(val)), "val": sorted(val)} for val in val_sets]
+    return {"seed": seed, "num_folds": num_folds, "test_fraction": test_fraction, "test": sorted(test), "folds": folds}
+
+
+def load_or_create_splits(
+    path: str | os.PathLike[str],
+    subjects: Sequence[str],
+    groups: Sequence[str | None] | None = None,
+    num_folds: int = 10,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Read ``splits.json`` if it exists, else make it and write it atomically.
+
+    Raises
+    ------
+    ManifestError
+        If an existing split does not cover exactly the manifest's subjects.
+    """
+    path = Path(path)
+    if path.exists():
+        splits = json.loads(path.read_text())
+        stored = set(splits["test"]) | {s for fold in splits["folds"] for s in fold["train"] + fold["val"]}
+        current = set(subjects)
+        if stored != current:
+            added, removed = sorted(current - stored), sorted(stored - current)
+            raise ManifestError(
+                f"{path}: the manifest's subjects differ from the stored split "
+                f"(new: {added[:5]}{'...' if len(added) > 5 else ''}, "
+                f"gone: {removed[:5]}{'...' if len(removed) > 5 else ''}). A split is never regenerated "
+                "silently: use a new experiment folder, or delete splits.json to re-split "
+                "(which invalidates comparisons with earlier folds)."
+            )
+        return splits
+    splits = make_splits(subjects, groups, num_folds=num_folds, test_fraction=test_fraction, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(splits, indent=2) + "\n")
+    os.replace(tmp, path)
+    return splits
+
+
+def select_fold(splits: dict[str, Any], fold: Fold) -> tuple[list[str], list[str]]:
+    """Return ``(train, val)`` subject ids of ``fold`` (an index, or ``"all"``).
+
+    With ``"all"`` every non-test subject trains and the validation set is empty.
+    """
+    if fold == "all":
+        everyone = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
+        return everyone, []
+    index = int(fold)
+    if not 0 <= index < len(splits["folds"]):
+        raise ValueError(f"fold {fold} does not exist; the split has folds 0-{len(splits['folds']) - 1} and 'all'")
+    chosen = splits["folds"][index]
+    return list(chosen["train"]), list(chosen["val"])

@@ -1,0 +1,105 @@
+"""``FemursegCLI``: the LightningCLI behind ``femurseg fit / validate / test / predict``.
+
+Kept apart from :mod:`femurseg.cli` so that plain commands never import Lightning.
+It adds to the stock LightningCLI:
+
+- ``--experiment NAME`` and ``--runs_root DIR``: the run folder
+  ``<runs_root>/<experiment>/fold_<k>/`` receives ``config.yaml``,
+  ``checkpoints/best.ckpt``, ``checkpoints/last.ckpt`` and ``metrics.csv``
+  (DESIGN.md §6); ``splits.json`` lives in ``<runs_root>/<experiment>/``.
+- ``--wandb {offline,online,disabled}``: W&B logging (default: ``$WANDB_MODE`` or
+  offline, which never contacts a server nor asks for a login).
+- linked arguments: the data module's patch size is the module's validation window.
+- Trainer defaults for the patch queue: ``use_distributed_sampler=False``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from femurseg.data.datamodule import FemurDataModule
+from femurseg.models.module import SegmentationModule
+
+__all__ = ["FemursegCLI", "run_folder", "make_loggers"]
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def run_folder(experiment_dir: str | Path, fold: int | str) -> Path:
+    """``<experiment_dir>/fold_<k>`` (``fold_all`` for ``--data.fold all``)."""
+    return Path(experiment_dir) / f"fold_{fold}"
+
+
+def make_loggers(run_dir: Path, experiment: str, fold: int | str, wandb_mode: str | None) -> list[Logger]:
+    """CSV logger writing ``<run_dir>/metrics.csv`` and, unless disabled, a W&B logger.
+
+    W&B runs are grouped by experiment with one job type per fold, so a sweep or a
+    cross-validation shows up as one group.
+    """
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    mode = wandb_mode or os.environ.get("WANDB_MODE") or "offline"
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb mode {mode!r} must be one of {', '.join(WANDB_MODES)}")
+    if mode != "disabled":
+        from lightning.pytorch.loggers import WandbLogger
+
+        os.environ["WANDB_MODE"] = mode  # offline: never a network call, never a login prompt
+        loggers.append(
+            WandbLogger(
+                project=os.environ.get("WANDB_PROJECT", "femurseg"), name=f"{experiment}/fold_{fold}",
+                group=experiment, job_type=f"fold_{fold}", save_dir=str(run_dir), offline=mode == "offline",
+            )
+        )
+    return loggers
+
+
+class FemursegCLI(LightningCLI):
+    """LightningCLI with femurseg's run folders, loggers and linked arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", SegmentationModule)
+        kwargs.setdefault("datamodule_class", FemurDataModule)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False, "log_every_n_steps": 10})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--experiment", type=str, default="femurseg", help="experiment name (run folder)")
+        parser.add_argument("--runs_root", type=str, default="runs", help="folder that holds experiments")
+        parser.add_argument(
+            "--wandb", type=str | None, default=None,
+            help="W&B mode: offline, online or disabled (default: $WANDB_MODE or offline)",
+        )
+        parser.link_arguments("data.patch_size", "model.patch_size")
+        parser.link_arguments(
+            ("runs_root", "experiment"), "data.experiment_dir", compute_fn=lambda root, name: f"{root}/{name}"
+        )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        datamodule: FemurDataModule = self.datamodule
+        run_dir = run_folder(datamodule.experiment_dir, datamodule.fold)
+        kwargs.setdefault("default_root_dir", str(run_dir))
+        if trainer_config.get("logger") in (None, True):
+            kwargs["logger"] = make_loggers(run_dir, config["experiment"], datamodule.fold, config["wandb"])
+        callbacks = list(trainer_config.get("callbacks") or [])
+        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            validating = datamodule.fold != "all"
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=str(run_dir / "checkpoints"), filename="best",
+                    monitor="val/dice" if validating else None, mode="max",
+                    save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
+                )
+            )
+        if kwargs.get("logger") or trainer_config.get("logger"):
+            callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
