@@ -1,0 +1,68 @@
+"""Size and quality presets of the synthetic hip CT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["SynthPreset", "PRESETS"]
+
+
+@dataclass(frozen=True)
+class SynthPreset:
+    """How a synthetic scan is sampled.
+
+    Parameters
+    ----------
+    name
+        Preset name, recorded in each subject's meta.
+    inplane
+        Range ``(low, high)`` of the in-plane voxel spacing in mm (uniform).
+    slices
+        Slice spacings in mm to choose from (uniform choice).
+    field
+        ``"hip"``: a tight box around the proximal femur and acetabulum;
+        ``"scan"``: the clinical field of view of one hip, from the lateral
+        skin to near the midline and from the front of the hip to under the
+        table, so that the calibration phantom is in view.
+    min_cortex_voxels
+        Lower bound of the cortical thickness in units of the largest voxel
+        spacing (0 keeps the anatomical thickness). Coarse presets use 1 so
+        that the cortex is at least one voxel thick on average.
+    noise
+        Range of the noise standard deviation in HU.
+
+    Examples
+    --------
+    >>> from dataclasses import replace
+    >>> fine_tiny = replace(PRESETS["tiny"], inplane=(1.0, 1.0), slices=(1.0,))
+    """
+
+    name: str
+    inplane: tuple[float, float]
+    slices: tuple[float, ...]
+    field: Literal["hip", "scan"]
+    min_cortex_voxels: float
+    noise: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        lo, hi = self.inplane
+        if not 0.1 <= lo <= hi:
+            raise ValueError(f"preset {self.name!r}: inplane range {self.inplane} is not 0.1 <= low <= high")
+        if not self.slices or min(self.slices) < 0.1:
+            raise ValueError(f"preset {self.name!r}: slices {self.slices} must be non-empty and >= 0.1 mm")
+        if self.field not in ("hip", "scan"):
+            raise ValueError(f"preset {self.name!r}: field must be 'hip' or 'scan', not {self.field!r}")
+        if self.noise[0] < 0 or self.noise[0] > self.noise[1]:
+            raise ValueError(f"preset {self.name!r}: noise range {self.noise} is invalid")
+
+
+PRESETS: dict[str, SynthPreset] = {
+    "tiny": SynthPreset("tiny", inplane=(3.5, 4.0), slices=(3.5, 4.0), field="hip",
+                        min_cortex_voxels=1.0, noise=(10.0, 25.0)),
+    "quick": SynthPreset("quick", inplane=(1.7, 2.0), slices=(1.75, 2.0), field="hip",
+                         min_cortex_voxels=1.0, noise=(10.0, 30.0)),
+    "full": SynthPreset("full", inplane=(0.6, 1.0), slices=(0.625, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0),
+                        field="scan", min_cortex_voxels=0.0, noise=(10.0, 40.0)),
+}
+"""Named presets: ``tiny`` for unit tests, ``quick`` for CPU training, ``full`` clinical."""
