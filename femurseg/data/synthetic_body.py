@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from femurseg.data.synthetic_sdf import Points
+from femurseg.data.synthetic_scanner import fill_fraction
+from femurseg.data.synthetic_sdf import Points, ellipsoid
+from femurseg.data.synthetic_tissues import TissueParams
 
 __all__ = ["BodyParams", "PhantomParams", "sample_body", "sample_phantom", "Tissue",
-           "body_distance", "fat_thickness", "septa", "phantom_fields", "ROD_DENSITIES"]
+           "body_distance", "fat_thickness", "septa", "phantom_fields", "soft_tissue", "ROD_DENSITIES"]
 
 ROD_DENSITIES: tuple[float, ...] = (0.0, 50.0, 100.0, 200.0)
 """K2HPO4 concentrations of the phantom rods in mg/cm3."""
@@ -30,9 +32,9 @@ ROD_DENSITIES: tuple[float, ...] = (0.0, 50.0, 100.0, 200.0)
 class Tissue:
     """Integer codes of the tissue map (one per voxel, by the voxel centre)."""
 
-    AIR, FAT, MUSCLE, SKIN, TABLE, PHANTOM, ROD, CORTICAL, TRABECULAR, MARROW, PELVIS = range(11)
+    AIR, FAT, MUSCLE, SKIN, TABLE, PHANTOM, ROD, CORTICAL, TRABECULAR, MARROW, PELVIS, OTHER = range(12)
     NAMES: tuple[str, ...] = ("air", "fat", "muscle", "skin", "table", "phantom", "rod",
-                              "cortical", "trabecular", "marrow", "pelvis")
+                              "cortical", "trabecular", "marrow", "pelvis", "other")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class BodyParams:
     septum_width: float
     septum_seeds: tuple[tuple[float, float, float, float], ...]
     fat_waves: tuple[tuple[float, float, float], ...]
+    warp: tuple[float, float, float, float]
+    pelvic_fat: tuple[float, float, float]
+    vessel: tuple[float, float, float, float]
+    bladder: float
+    gas: tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ def sample_body(rng: np.random.Generator, habitus: float, midline: float) -> Bod
     seeds = tuple(
         (float(rng.uniform(-60.0, 110.0)), float(rng.uniform(-90.0, 110.0)),
          float(rng.uniform(-0.25, 0.25)), float(rng.uniform(-0.25, 0.25)))
-        for _ in range(14)
+        for _ in range(11)
     )
     waves = tuple((float(rng.uniform(0.0, 2 * np.pi)), float(rng.uniform(1.0, 3.0)),
                    float(rng.uniform(0.1, 0.3))) for _ in range(3))
@@ -89,6 +96,13 @@ def sample_body(rng: np.random.Generator, habitus: float, midline: float) -> Bod
         septum_width=float(rng.uniform(0.8, 2.0)),
         septum_seeds=seeds,
         fat_waves=waves,
+        warp=tuple(float(v) for v in rng.uniform(0.0, 2 * np.pi, 4)),  # type: ignore[arg-type]
+        pelvic_fat=(float(rng.uniform(22.0, 34.0)), float(rng.uniform(30.0, 45.0)), float(rng.uniform(-45.0, -25.0))),
+        vessel=(float(rng.uniform(-20.0, -5.0)), float(rng.uniform(-45.0, -35.0)), float(rng.uniform(3.5, 5.0)),
+                float(rng.uniform(4.5, 7.0))),
+        bladder=float(rng.uniform(25.0, 45.0) if rng.random() < 0.8 else 0.0),
+        gas=(float(rng.uniform(6.0, 14.0) if rng.random() < 0.5 else 0.0), float(rng.uniform(25.0, 45.0)),
+             float(rng.uniform(-10.0, 30.0)), float(rng.uniform(0.0, 2 * np.pi))),
     )
 
 
@@ -139,13 +153,19 @@ def fat_thickness(p: Points, body: BodyParams) -> np.ndarray:
 def septa(p: Points, body: BodyParams) -> np.ndarray:
     """Boolean map of the intermuscular fat planes (Voronoi edges between muscles)."""
     x, y, z = p
+    w = body.warp
+    x, y = (x + np.float32(7.0) * np.sin(y * np.float32(1 / 23.0) + np.float32(w[0]))
+            + np.float32(4.0) * np.sin(z * np.float32(1 / 41.0) + np.float32(w[1])),
+            y + np.float32(7.0) * np.sin(x * np.float32(1 / 27.0) + np.float32(w[2]))
+            + np.float32(3.0) * np.sin(x * np.float32(1 / 9.0) + np.float32(w[3])))
     first = np.full(np.broadcast(x, y, z).shape, np.inf, dtype=np.float32)
     second = first.copy()
     for sx, sy, vx, vy in body.septum_seeds:
         d = np.sqrt((x - np.float32(sx) - np.float32(vx) * z) ** 2 + (y - np.float32(sy) - np.float32(vy) * z) ** 2)
         second = np.minimum(second, np.maximum(first, d))
         first = np.minimum(first, d)
-    return (second - first) < np.float32(body.septum_width)
+    width = np.float32(body.septum_width) * (np.float32(1.2) + np.sin(x * np.float32(1 / 17.0) + y * np.float32(1 / 29.0)))
+    return (second - first) < width
 
 
 def phantom_fields(
@@ -191,3 +211,63 @@ def phantom_fields(
     shell = in_table & ((y < t0 - sag + 1.5) | (y > t1 - sag - 1.5))
     table = np.where(shell, np.int8(1), np.where(in_table, np.int8(2), np.int8(0)))
     return block, rod_index, table, rods
+
+
+def _ellipse_fraction(p: Points, centre: tuple[float, float, float], semi: tuple[float, float, float],
+                      ramp: float) -> np.ndarray:
+    return fill_fraction(ellipsoid(p, centre, semi), ramp)
+
+
+def soft_tissue(
+    p: Points, body: BodyParams, tissues: TissueParams, midline: float, head_radius: float, ramp: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """HU and tissue code of everything but bone, phantom and table.
+
+    Parameters
+    ----------
+    p
+        Patient-frame points.
+    body, tissues
+        Sampled habitus and intensities.
+    midline
+        Distance (mm) from the head centre to the body midline.
+    head_radius
+        Femoral head radius, to place the pelvic contents and vessels.
+    ramp
+        Width (mm) of the partial-volume ramp.
+    """
+    t, r = tissues, head_radius
+    x, y, z = p
+    d = body_distance(p, body, midline)
+    inside = fill_fraction(d, ramp)
+    muscle = fill_fraction(d + np.float32(body.skin) + fat_thickness(p, body), ramp)
+    muscle = np.where(septa(p, body), muscle * np.float32(0.1), muscle)
+    # Fat medial to the pelvic wall: ischio-anal fossa and pelvic fat.
+    a, b, c = body.pelvic_fat
+    pelvic = _ellipse_fraction(p, (-(r + 14.0 + a), 0.6 * r, c), (a, b, 70.0), 3.0)
+    # Femoral vessels in the fat of the femoral triangle, in front of the hip.
+    vx, vy, ra, rv = body.vessel
+    sheath = fill_fraction(np.sqrt((x - np.float32(vx - 4.0)) ** 2 + ((y - np.float32(vy)) * 1.3) ** 2)
+                           - np.float32(ra + rv + 5.0), 2.0)
+    sheath = sheath * fill_fraction(z - np.float32(r + 10.0), 3.0)
+    muscle = muscle * (1.0 - np.maximum(pelvic, sheath))
+    soft = np.float32(t.fat_hu) + np.float32(t.muscle_hu - t.fat_hu) * muscle
+    for cx, radius, hu in ((vx, ra, t.muscle_hu - 5.0), (vx - ra - rv - 1.0, rv, t.muscle_hu - 8.0)):
+        vessel = fill_fraction(np.sqrt((x - np.float32(cx)) ** 2 + (y - np.float32(vy)) ** 2) - np.float32(radius), ramp)
+        soft = soft + (np.float32(hu) - soft) * vessel
+    if body.bladder > 0:
+        bl = _ellipse_fraction(p, (-midline + 10.0, -r - 5.0, 25.0), (body.bladder, 0.8 * body.bladder, 35.0), ramp)
+        soft = soft + (np.float32(t.muscle_hu - 40.0) - soft) * bl
+    gas_r, gas_dx, gas_z, _ = body.gas
+    if gas_r > 0:
+        gas = _ellipse_fraction(p, (-midline + gas_dx * 0.3, r + 15.0, gas_z), (gas_r, 0.8 * gas_r, 1.6 * gas_r), ramp)
+        soft = soft + (np.float32(t.air_hu) - soft) * gas
+    skin = inside - fill_fraction(d + np.float32(body.skin), ramp)
+    soft = soft + (np.float32(t.skin_hu) - soft) * skin
+    hu = np.float32(t.air_hu) + (soft - np.float32(t.air_hu)) * inside
+    code = np.where(d < 0, np.uint8(Tissue.FAT), np.uint8(Tissue.AIR))
+    code = np.where((muscle > 0.5) & (d < 0), np.uint8(Tissue.MUSCLE), code)
+    code = np.where((skin > 0.5) & (d < 0), np.uint8(Tissue.SKIN), code)
+    code = np.where((soft < -500) & (d < -5), np.uint8(Tissue.AIR), code)
+    code = np.where((np.abs(soft - t.muscle_hu) > 3) & (code == Tissue.MUSCLE), np.uint8(Tissue.OTHER), code)
+    return hu.astype(np.float32), code

@@ -141,7 +141,7 @@ class FemurGeometry:
             self.junction
             + (params.trochanter_width - 2.0) * self.lateral
             + 6.0 * self.posterior
-            - (22.0 + params.greater_trochanter_height) * self.shaft_dir
+            - (15.0 + params.greater_trochanter_height) * self.shaft_dir
         )
         self.lt_axis_point = self.junction + 34.0 * self.shaft_dir
         lt_out = unit(-0.5 * self.lateral + 0.87 * self.posterior)
@@ -156,26 +156,19 @@ class FemurGeometry:
         )
 
     # ----------------------------------------------------------------- frames
-    def to_femur(self, p: Points) -> Points:
-        """Undo the hip pose: patient-frame points to femur-frame points."""
-        m = self.pose.T.astype(np.float32)
-        x, y, z = p
-        return (
-            m[0, 0] * x + m[0, 1] * y + m[0, 2] * z,
-            m[1, 0] * x + m[1, 1] * y + m[1, 2] * z,
-            m[2, 0] * x + m[2, 1] * y + m[2, 2] * z,
-        )
+    def frame(self, tilt: np.ndarray) -> np.ndarray:
+        """World-to-femur rotation for a patient tilted by ``tilt`` (patient-to-world)."""
+        return self.pose.T @ tilt.T
 
     def bounds(self, z_min: float) -> tuple[np.ndarray, np.ndarray]:
         """Patient-frame bounding box ``(low, high)`` of the femur above ``z_min``."""
         r = self.p.head_radius
-        pts = [np.array([0.0, 0.0, 0.0]) + d * r for d in np.eye(3)] + [-r * np.eye(3)[i] for i in range(3)]
-        pts += [self.gt_centre + 22.0 * np.sign(v) * np.abs(v) for v in np.eye(3)]
-        pts += [self.gt_centre - 22.0 * np.eye(3)[i] for i in range(3)]
+        axes = np.vstack([np.eye(3), -np.eye(3)])
+        pts = [r * e for e in axes] + [self.gt_centre + 22.0 * e for e in axes]
         depth = (self.junction[2] - z_min) / max(-self.shaft_dir[2], 0.5) + 20.0
         bottom = self.junction + depth * self.shaft_dir
         for c in (self.mass_centre, bottom, self.lt_centre):
-            pts += [c + 34.0 * e for e in np.vstack([np.eye(3), -np.eye(3)])]
+            pts += [c + 34.0 * e for e in axes]
         pts = np.array(pts) @ self.pose.T
         return pts.min(axis=0) - 4.0, pts.max(axis=0) + 4.0
 
@@ -195,7 +188,7 @@ class FemurGeometry:
         top = self.junction + 10.0 * self.shaft_dir
         shaft = round_cone(q, top, self.junction + 260.0 * self.shaft_dir, s * 1.3, s * 0.92)
         gt_frame = np.stack([self.lateral, self.posterior, -self.shaft_dir])
-        gt = ellipsoid(q, self.gt_centre, (11.0, 16.0, 19.0), gt_frame)
+        gt = ellipsoid(q, self.gt_centre, (11.0, 15.0, 18.0), gt_frame)
         lt = ellipsoid(q, self.lt_centre, (p.lesser_trochanter_size, p.lesser_trochanter_size, 12.0), frame)
         crest = round_cone(q, self.gt_centre + 8.0 * self.posterior + 6.0 * self.shaft_dir,
                            self.lt_centre - 2.0 * self.posterior, 6.0, 4.5)
@@ -230,11 +223,25 @@ class FemurGeometry:
         return {"head": head, "troch": troch, "neck": neck, "cos_up": cos_up,
                 "medial": medial, "shaft": shaft, "down": down}
 
-    def cortex(self, q: Points) -> np.ndarray:
-        """Cortical thickness (mm) as a smooth field over the femur, femur frame."""
-        p = self.p
+    def fields(self, q: Points) -> dict[str, np.ndarray]:
+        """Cortical thickness (mm), relative trabecular density and marrow fraction.
+
+        Parameters
+        ----------
+        q
+            Femur-frame points.
+
+        Returns
+        -------
+        dict
+            ``cortex``: thickness of the cortex (mm, at least ``min_cortex``);
+            ``density``: trabecular density relative to the subject's mean
+            (denser head and compressive group, sparse Ward's region and
+            greater trochanter); ``marrow``: fraction of fatty marrow (the
+            shaft's medullary canal).
+        """
+        p, f32 = self.p, np.float32
         w = self._weights(q)
-        f32 = np.float32
         t_neck = f32(p.cortex_neck_superior) + (f32(p.cortex_calcar) - f32(p.cortex_neck_superior)) * (
             (1.0 - w["cos_up"]) * 0.5) ** 1.5
         t_upper = f32(p.cortex_trochanter) + (f32(p.cortex_calcar) - f32(p.cortex_trochanter)) * w["medial"]
@@ -242,7 +249,14 @@ class FemurGeometry:
         t = t_low + (t_neck - t_low) * w["neck"]
         t = t + (f32(p.cortex_trochanter) - t) * w["troch"]
         t = t + (f32(p.cortex_head) - t) * w["head"]
-        return np.maximum(t, f32(self.min_cortex))
+        marrow = _smoothstep(20.0, 60.0, w["down"])
+        rel = f32(0.9) + f32(0.45) * w["head"]
+        rel = rel + f32(0.6) * _segment_weight(q, *self.compressive, 8.0)
+        rel = rel + f32(0.3) * _segment_weight(q, *self.tensile, 5.0)
+        rel = rel * (f32(1.0) - f32(0.55) * _blob(q, self.ward_centre, 9.0))
+        rel = rel * (f32(1.0) - f32(0.35) * w["troch"])
+        rel = rel * (f32(1.0) - f32(0.9) * marrow)
+        return {"cortex": np.maximum(t, f32(self.min_cortex)), "density": rel, "marrow": marrow}
 
     def regions(self, q: Points) -> np.ndarray:
         """Region index per point (``REGIONS`` order, 255 = none), femur frame."""
@@ -255,20 +269,6 @@ class FemurGeometry:
         out[(w["neck"] > 0.9) & (w["cos_up"] > 0.8) & (w["troch"] < 0.1)] = 1
         out[w["head"] > 0.99] = 0
         return out
-
-    def density(self, q: Points) -> np.ndarray:
-        """Relative trabecular density (1 = mean neck trabecular density), femur frame."""
-        w = self._weights(q)
-        rel = np.float32(0.9) + np.float32(0.45) * w["head"]
-        rel = rel + np.float32(0.55) * _segment_weight(q, *self.compressive, 8.0)
-        rel = rel + np.float32(0.25) * _segment_weight(q, *self.tensile, 5.0)
-        rel = rel * (np.float32(1.0) - np.float32(0.55) * _blob(q, self.ward_centre, 9.0))
-        rel = rel * (np.float32(1.0) - np.float32(0.35) * w["troch"])
-        return rel * (np.float32(1.0) - np.float32(0.9) * _smoothstep(20.0, 60.0, w["down"]))
-
-    def marrow(self, q: Points) -> np.ndarray:
-        """Fraction of fatty marrow (the shaft's medullary canal), femur frame."""
-        return _smoothstep(20.0, 60.0, self._weights(q)["down"])
 
 
 def _blob(q: Points, centre: np.ndarray, radius: float) -> np.ndarray:

@@ -70,36 +70,51 @@ class PelvisGeometry:
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Bounding box ``(low, high)`` in the patient frame."""
-        r = self.r + self.p.joint_space + self.p.cup_wall + 20.0
+        r = self.r + self.p.joint_space + self.p.cup_wall + 6.0
         pts = np.array([[-r, -r, -r], [r, r, r], self.symphysis, self.tuberosity,
-                        self.ilium_centre + [40.0, 60.0, 60.0], self.ilium_centre - [40.0, 60.0, 0.0]])
-        return pts.min(axis=0) - 16.0, pts.max(axis=0) + 16.0
+                        self.ilium_centre + [0.8 * self.r, 1.7 * self.r, 2.3 * self.r],
+                        self.ilium_centre - [0.8 * self.r, 1.7 * self.r, 0.0]])
+        return pts.min(axis=0) - 14.0, pts.max(axis=0) + 14.0
 
     def periosteal(self, q: Points) -> np.ndarray:
-        """Approximate signed distance (mm) to the outer bone surface."""
+        """Approximate signed distance (mm) to the outer bone surface.
+
+        The acetabular cup (a thick shell cut by the rim plane) joins the
+        anterior column (to the superior pubic ramus), the posterior column (to
+        the ischial tuberosity), the thin quadrilateral plate medially and the
+        iliac body above; the inferior ramus closes the obturator foramen.
+        """
         p, r = self.p, self.r
         cavity_r = r + p.joint_space
         outer = cavity_r + p.cup_wall
-        back = -self.opening * (0.35 * r)
-        cup = sphere(q, back, outer + 0.35 * r - 2.0)
+        o = self.opening.astype(np.float32)
+        rim = q[0] * o[0] + q[1] * o[1] + q[2] * o[2] - np.float32(p.cup_depth)
+        cup = sphere(q, -self.opening * 0.12 * r, outer + 0.12 * r)
+        cup = -smooth_union(-cup, -rim, 3.0)  # cut by the rim plane
         tilt = np.radians(p.ilium_tilt)
         ilium_frame = np.stack([unit([np.cos(tilt), 0.0, -np.sin(tilt)]), [0.0, 1.0, 0.0],
                                 unit([np.sin(tilt), 0.0, np.cos(tilt)])])
-        ilium = ellipsoid(q, self.ilium_centre, (0.75 * r, 2.2 * r, 2.2 * r), ilium_frame)
-        ischium = round_cone(q, np.array([-0.2 * r, 0.7 * r, -0.4 * r]), self.tuberosity, 0.65 * r, 0.5 * r)
-        tuber = ellipsoid(q, self.tuberosity + [0.0, 4.0, -4.0], (0.55 * r, 0.7 * r, 0.8 * r))
-        pubis = round_cone(q, np.array([-0.3 * r, -0.75 * r, -0.15 * r]), self.symphysis, 0.55 * r, 0.42 * r)
+        ilium = ellipsoid(q, self.ilium_centre, (0.7 * r, 1.6 * r, 2.2 * r), ilium_frame)
+        posterior = round_cone(q, np.array([-0.6 * r, 1.1 * r, 1.1 * r]), self.tuberosity + [0.0, -4.0, 10.0],
+                               0.6 * r, 0.45 * r)
+        anterior = round_cone(q, np.array([-0.15 * r, -1.0 * r, 1.2 * r]), np.array([-0.5 * r, -0.95 * r, -0.1 * r]),
+                              0.42 * r, 0.5 * r)
+        plate = ellipsoid(q, np.array([-(cavity_r + 3.0), 0.15 * r, -0.1 * r]), (4.0, 1.25 * r, 1.3 * r))
+        tuber = ellipsoid(q, self.tuberosity + [0.0, 4.0, -4.0], (0.55 * r, 0.75 * r, 0.9 * r))
+        pubis = round_cone(q, np.array([-0.5 * r, -0.95 * r, -0.1 * r]), self.symphysis, 0.5 * r, 0.4 * r)
         ramus = round_cone(q, self.symphysis + [0.0, 4.0, -8.0], self.tuberosity + [0.0, -6.0, -6.0],
-                           0.3 * r, 0.34 * r)
-        d = smooth_union(cup, ilium, 14.0)
-        d = smooth_union(d, ischium, 10.0)
+                           0.28 * r, 0.32 * r)
+        d = smooth_union(cup, plate, 8.0)
+        d = smooth_union(d, anterior, 8.0)
+        d = smooth_union(d, posterior, 10.0)
+        d = smooth_union(d, ilium, 14.0)
         d = smooth_union(d, tuber, 8.0)
-        d = smooth_union(d, pubis, 10.0)
+        d = smooth_union(d, pubis, 8.0)
         d = smooth_union(d, ramus, 8.0)
-        # Open the cup: remove the half-space beyond the rim plane, then the cavity.
-        o = self.opening.astype(np.float32)
-        rim = q[0] * o[0] + q[1] * o[1] + q[2] * o[2] - np.float32(p.cup_depth)
-        cut = -smooth_union(-d, -rim, 4.0)  # smooth intersection with the half-space
-        keep_rest = sphere(q, (0.0, 0.0, 0.0), outer + 6.0)
-        d = np.where(keep_rest < 0, cut, d)
         return -smooth_union(-d, sphere(q, (0.0, 0.0, 0.0), cavity_r), 1.5)
+
+    def cortex(self, q: Points) -> np.ndarray:
+        """Cortical thickness (mm): thin shell, thick subchondral plate around the cup."""
+        depth = sphere(q, (0.0, 0.0, 0.0), self.r + self.p.joint_space)
+        plate = np.clip(1.0 - depth / np.float32(6.0), 0.0, 1.0)
+        return np.float32(self.p.cortex) + np.float32(1.8) * plate

@@ -14,16 +14,16 @@ import numpy as np
 from scipy import ndimage
 
 from femurseg.data.synthetic_body import (
+    ROD_DENSITIES,
     BodyParams,
     PhantomParams,
     Tissue,
-    body_distance,
-    fat_thickness,
     phantom_fields,
     sample_body,
     sample_phantom,
-    septa,
+    soft_tissue,
 )
+from femurseg.data.synthetic_grid import Box, Grid, banded
 from femurseg.data.synthetic_femur import FemurGeometry, FemurParams, sample_femur
 from femurseg.data.synthetic_pelvis import PelvisGeometry, PelvisParams, sample_pelvis
 from femurseg.data.synthetic_preset import SynthPreset
@@ -35,7 +35,6 @@ from femurseg.data.synthetic_scanner import (
     rotation_matrix,
     sample_scanner,
 )
-from femurseg.data.synthetic_sdf import normalise
 from femurseg.data.synthetic_tissues import TissueParams, sample_tissues, trabecular_texture
 
 __all__ = ["SubjectParams", "Rendered", "sample_subject", "render"]
@@ -105,45 +104,31 @@ def _field(params: SubjectParams, femur: FemurGeometry, preset: SynthPreset) -> 
     return np.asarray(low), np.asarray(high)
 
 
-def _index_box(
-    low: np.ndarray, high: np.ndarray, tilt: np.ndarray, origin: np.ndarray, spacing: np.ndarray, size: np.ndarray
-) -> tuple[slice, slice, slice]:
-    """Voxel slices ``(z, y, x)`` covering a patient-frame box after the tilt."""
-    corners = np.array([[a, b, c] for a in (low[0], high[0]) for b in (low[1], high[1]) for c in (low[2], high[2])])
-    world = corners @ tilt.T
-    lo = np.clip(np.floor((world.min(axis=0) - origin) / spacing).astype(int) - 1, 0, size)
-    hi = np.clip(np.ceil((world.max(axis=0) - origin) / spacing).astype(int) + 2, 0, size)
-    return slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0])
+def _grid(params: SubjectParams, femur: FemurGeometry, preset: SynthPreset) -> Grid:
+    low, high = _field(params, femur, preset)
+    spacing = np.asarray(params.scanner.spacing, dtype=np.float64)
+    size = np.maximum(np.ceil((high - low) / spacing).astype(int), 8)
+    return Grid(origin=low, spacing=spacing, size=size, tilt=rotation_matrix(params.scanner.tilt))
 
 
-def _patient_points(
-    axes: tuple[np.ndarray, np.ndarray, np.ndarray], tilt: np.ndarray, box: tuple[slice, slice, slice]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patient-frame coordinates of the voxels of ``box`` (full arrays)."""
-    x = axes[0][box[2]][None, None, :]
-    y = axes[1][box[1]][None, :, None]
-    z = axes[2][box[0]][:, None, None]
-    m = tilt.T.astype(np.float32)  # world -> patient
-    return (m[0, 0] * x + m[0, 1] * y + m[0, 2] * z,
-            m[1, 0] * x + m[1, 1] * y + m[1, 2] * z,
-            m[2, 0] * x + m[2, 1] * y + m[2, 2] * z)
-
-
-def _soft_tissue(params: SubjectParams, p: tuple[np.ndarray, ...], ramp: float) -> tuple[np.ndarray, np.ndarray]:
-    """HU and tissue code of air, skin, fat and muscle."""
-    t, b = params.tissues, params.body
-    d = body_distance(p, b, params.pelvis.midline_offset)
-    inside = fill_fraction(d, ramp)
-    muscle = fill_fraction(d + np.float32(b.skin) + fat_thickness(p, b), ramp)
-    fat_plane = septa(p, b)
-    muscle = np.where(fat_plane, muscle * np.float32(0.15), muscle)
-    skin = inside - fill_fraction(d + np.float32(b.skin), ramp)
-    soft = np.float32(t.fat_hu) + np.float32(t.muscle_hu - t.fat_hu) * muscle
-    soft = soft + (np.float32(t.skin_hu) - soft) * skin
-    hu = np.float32(t.air_hu) + (soft - np.float32(t.air_hu)) * inside
-    code = np.where(d < 0, np.uint8(Tissue.FAT), np.uint8(Tissue.AIR))
-    code = np.where((muscle > 0.5) & (d < 0), np.uint8(Tissue.MUSCLE), code)
-    code = np.where((skin > 0.5) & (d < 0), np.uint8(Tissue.SKIN), code)
+def _soft_tissue(params: SubjectParams, grid: Grid, ramp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Soft tissues, rendered every ~4 mm in z and interpolated linearly between."""
+    nz = grid.shape[0]
+    step = max(1, int(round(4.0 / grid.spacing[2])))
+    keys = np.arange(0, nz + step - 1, step)
+    keys = np.minimum(keys, nz - 1) if keys[-1] >= nz else keys
+    keys = np.unique(np.append(np.minimum(keys, nz - 1), nz - 1))
+    box = (slice(0, nz), slice(0, grid.shape[1]), slice(0, grid.shape[2]))
+    x, y, z = grid.points(grid.tilt.T, box)
+    x, y, z = (np.broadcast_to(c, grid.shape)[keys] for c in (x, y, z))
+    hu_k, code_k = soft_tissue((x, y, z), params.body, params.tissues, params.pelvis.midline_offset,
+                               params.femur.head_radius, ramp)
+    pos = np.interp(np.arange(nz), keys, np.arange(len(keys))).astype(np.float32)
+    lo = np.minimum(np.floor(pos).astype(int), len(keys) - 1)
+    hi = np.minimum(lo + 1, len(keys) - 1)
+    w = (pos - lo)[:, None, None]
+    hu = hu_k[lo] * (1.0 - w) + hu_k[hi] * w
+    code = code_k[np.where(w[:, 0, 0] < 0.5, lo, hi)]
     return hu.astype(np.float32), code
 
 
@@ -157,94 +142,117 @@ def render(params: SubjectParams, preset: SynthPreset) -> Rendered:
         (:class:`~femurseg.data.synthetic_body.Tissue`), grid and rod centres.
     """
     sc, t = params.scanner, params.tissues
-    femur = FemurGeometry(params.femur)
-    low, high = _field(params, femur, preset)
-    spacing = np.asarray(sc.spacing)
-    size = np.maximum(np.ceil((high - low) / spacing).astype(int), 8)
-    origin = low
-    axes = tuple((origin[i] + spacing[i] * np.arange(size[i])).astype(np.float32) for i in range(3))
-    tilt = rotation_matrix(sc.tilt)
-    min_cortex = preset.min_cortex_voxels * float(spacing.max())
+    min_cortex = preset.min_cortex_voxels * float(max(sc.spacing))
     femur = FemurGeometry(params.femur, min_cortex=min_cortex)
-    ramp = float(spacing[:2].mean())
-    full = (slice(None),) * 3
-    pts = _patient_points(axes, tilt, full)  # type: ignore[arg-type]
-    hu, tissue = _soft_tissue(params, pts, ramp)
-    del pts
-
-    # Calibration phantom and table: fixed to the scanner, constant along z.
-    world2d = (axes[0][None, :], axes[1][:, None], np.float32(0.0))
-    block, rod_index, table, rods = phantom_fields(world2d, params.phantom, params.body.posterior)
-    slope_true, intercept_true = sc.slope, sc.intercept
-    layer = np.where(block, np.float32(t.phantom_hu), np.float32(np.nan))
-    for i, rho in enumerate((0.0, 50.0, 100.0, 200.0)):
-        layer = np.where(rod_index == i, np.float32(intercept_true + slope_true * rho), layer)
-    layer = np.where(table == 1, np.float32(t.table_shell_hu), layer)
-    layer = np.where(table == 2, np.float32(t.table_core_hu), layer)
-    painted = ~np.isnan(layer)
-    hu[:, painted] = layer[painted]
-    code2d = np.where(rod_index >= 0, Tissue.ROD, np.where(block, Tissue.PHANTOM, Tissue.TABLE)).astype(np.uint8)
-    tissue[:, painted] = code2d[painted]
-
+    grid = _grid(params, femur, preset)
+    ramp = float(grid.spacing[:2].mean())
+    hu, tissue = _soft_tissue(params, grid, ramp)
+    rods = _paint_phantom(params, grid, hu, tissue)
     rng_tex = np.random.default_rng([params.seed, 1])
-    label = np.zeros(tuple(size[::-1]), dtype=np.uint8)
-    _render_pelvis(params, axes, tilt, origin, spacing, size, hu, tissue, ramp, rng_tex)
-    _render_femur(params, femur, axes, tilt, origin, spacing, size, hu, tissue, label, ramp, rng_tex)
-
+    label = np.zeros(grid.shape, dtype=np.uint8)
+    _render_pelvis(params, grid, hu, tissue, rng_tex)
+    _render_femur(params, femur, grid, hu, tissue, label, rng_tex)
     rng_noise = np.random.default_rng([params.seed, 2])
     hu = blur(hu, sc.spacing, sc.psf_fwhm)
     hu += correlated_noise(rng_noise, hu.shape, sc.noise_sd, sc.noise_grain)
     hu = np.float32(sc.gain) * hu + np.float32(sc.offset)
-    return Rendered(hu, label, tissue, tuple(float(o) for o in origin), sc.spacing, rods)  # type: ignore[arg-type]
+    origin = tuple(float(o) for o in grid.origin)
+    return Rendered(hu, label, tissue, origin, sc.spacing, rods)  # type: ignore[arg-type]
 
 
-def _bone_hu(t: TissueParams, sc: ScannerParams, cortical: float) -> np.float32:
-    return np.float32(sc.intercept + sc.slope * cortical)
+def _paint_phantom(params: SubjectParams, grid: Grid, hu: np.ndarray, tissue: np.ndarray) -> list[tuple[float, float]]:
+    """Calibration phantom and table: fixed to the scanner, constant along z."""
+    t, sc = params.tissues, params.scanner
+    world2d = (grid.axis(0)[None, :], grid.axis(1)[:, None], np.float32(0.0))
+    block, rod_index, table, rods = phantom_fields(world2d, params.phantom, params.body.posterior)
+    layer = np.where(block, np.float32(t.phantom_hu), np.float32(np.nan))
+    for i, rho in enumerate(ROD_DENSITIES):
+        layer = np.where(rod_index == i, np.float32(sc.intercept + sc.slope * rho), layer)
+    layer = np.where(table == 1, np.float32(t.table_shell_hu), layer)
+    layer = np.where(table == 2, np.float32(t.table_core_hu), layer)
+    painted = ~np.isnan(layer)
+    hu[:, painted] = layer[painted]
+    code = np.where(rod_index >= 0, Tissue.ROD, np.where(block, Tissue.PHANTOM, Tissue.TABLE)).astype(np.uint8)
+    tissue[:, painted] = code[painted]
+    return rods
 
 
-def _render_pelvis(params: SubjectParams, axes, tilt, origin, spacing, size, hu, tissue, ramp, rng) -> None:  # type: ignore[no-untyped-def]
+def _box_index(box: Box, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole-grid index arrays ``(k, j, i)`` of flat indices into ``box``."""
+    shape = tuple(sl.stop - sl.start for sl in box)
+    k, j, i = np.unravel_index(flat, shape)
+    return k + box[0].start, j + box[1].start, i + box[2].start
+
+
+def _composite(hu: np.ndarray, box: Box, flat: np.ndarray, outer: np.ndarray, bone: np.ndarray) -> None:
+    """Blend ``bone`` HU into ``hu`` at flat box indices with fill fraction ``outer``."""
+    index = _box_index(box, flat)
+    values = hu[index]
+    hu[index] = values + (bone - values) * outer
+
+
+def _render_pelvis(params: SubjectParams, grid: Grid, hu: np.ndarray, tissue: np.ndarray,
+                   rng: np.random.Generator) -> None:
     t, sc = params.tissues, params.scanner
     pelvis = PelvisGeometry(params.pelvis, params.femur.head_radius)
-    box = _index_box(*pelvis.bounds(), tilt, origin, spacing, size)
-    q = _patient_points(axes, tilt, box)
-    d, width = normalise(pelvis.periosteal(q), tuple(spacing))
-    outer = fill_fraction(d, width)
-    inner = fill_fraction(d + np.float32(params.pelvis.cortex), width)
-    tex = trabecular_texture(rng, outer.shape, tuple(spacing), t.texture_scale * 1.2, (1.0, 1.0, 1.0))
+    box = grid.box(*pelvis.bounds())
+    frame = grid.tilt.T
+    d, band, width = banded(pelvis.periosteal, grid, frame, box, band=6.0)
+    flat = np.flatnonzero(d < 2.0 * float(grid.spacing.max()))
+    q = grid.points(frame, box, flat)
+    dd = d.ravel()[flat]
+    w = _width_at(flat, band, width, float(grid.spacing.mean()))
+    outer = fill_fraction(dd, w)
+    inner = fill_fraction(dd + pelvis.cortex(q), w)
+    tex = trabecular_texture(rng, d.shape, tuple(grid.spacing), t.texture_scale * 1.2, (1.0, 1.0, 1.0)).ravel()[flat]
+    cort = np.float32(sc.intercept + sc.slope * t.cortical_density * 0.95)
     trab = np.float32(t.marrow_hu) + np.float32(sc.slope * t.pelvis_density) * (1.0 + np.float32(t.texture_amplitude) * tex)
-    bone = _bone_hu(t, sc, t.cortical_density) + (trab - _bone_hu(t, sc, t.cortical_density)) * inner
-    region = hu[box]
-    hu[box] = region + (bone - region) * outer
-    tissue[box] = np.where(d < 0, np.uint8(Tissue.PELVIS), tissue[box])
+    _composite(hu, box, flat, outer, cort + (trab - cort) * inner)
+    tissue[_box_index(box, flat[dd < 0])] = Tissue.PELVIS
 
 
-def _render_femur(params: SubjectParams, femur: FemurGeometry, axes, tilt, origin, spacing, size, hu, tissue,  # type: ignore[no-untyped-def]
-                  label, ramp, rng) -> None:
+def _width_at(flat: np.ndarray, band: np.ndarray, width: np.ndarray, default: float) -> np.ndarray:
+    """Normal widths at ``flat`` (sorted), taken from the band where available."""
+    pos = np.searchsorted(band, flat)
+    pos = np.minimum(pos, len(band) - 1)
+    found = band[pos] == flat if len(band) else np.zeros(len(flat), bool)
+    return np.where(found, width[pos] if len(band) else np.float32(default), np.float32(default))
+
+
+def _render_femur(params: SubjectParams, femur: FemurGeometry, grid: Grid, hu: np.ndarray, tissue: np.ndarray,
+                  label: np.ndarray, rng: np.random.Generator) -> None:
     t, sc = params.tissues, params.scanner
-    box = _index_box(*femur.bounds(float(axes[2][0]) - 20.0), tilt, origin, spacing, size)
-    q = femur.to_femur(_patient_points(axes, tilt, box))
-    d, width = normalise(femur.periosteal(q), tuple(spacing))
-    cortex = femur.cortex(q)
-    d_endo = d + cortex
-    outer = fill_fraction(d, width)
-    inner = fill_fraction(d_endo, width)
-    tex = trabecular_texture(rng, outer.shape, tuple(spacing), t.texture_scale)
-    marrow = femur.marrow(q)
-    rho = np.float32(t.trabecular_density) * femur.density(q) * (1.0 + np.float32(t.texture_amplitude) * tex * (1.0 - marrow))
-    base = np.float32(t.marrow_hu) + (np.float32(t.canal_hu - t.marrow_hu)) * marrow
+    box = grid.box(*femur.bounds(float(grid.origin[2]) - 20.0))
+    frame = femur.frame(grid.tilt)
+    band_mm = max(params.femur.cortex_shaft, femur.min_cortex) + 3.0 * float(grid.spacing.max())
+    d, band, width = banded(femur.periosteal, grid, frame, box, band=band_mm)
+    flat = np.flatnonzero(d < 2.0 * float(grid.spacing.max()))
+    q = grid.points(frame, box, flat)
+    dd = d.ravel()[flat]
+    f = femur.fields(q)
+    w = _width_at(flat, band, width, float(grid.spacing.mean()))
+    d_endo = dd + f["cortex"]
+    outer = fill_fraction(dd, w)
+    inner = fill_fraction(d_endo, w)
+    tex = trabecular_texture(rng, d.shape, tuple(grid.spacing), t.texture_scale).ravel()[flat]
+    marrow = f["marrow"]
+    rho = np.float32(t.trabecular_density) * f["density"] * (1.0 + np.float32(t.texture_amplitude) * tex * (1.0 - marrow))
+    base = np.float32(t.marrow_hu) + np.float32(t.canal_hu - t.marrow_hu) * marrow
     trab = base + np.float32(sc.slope) * np.maximum(rho, 0.0)
-    cort = _bone_hu(t, sc, t.cortical_density)
-    bone = cort + (trab - cort) * inner
-    region = hu[box]
-    hu[box] = region + (bone - region) * outer
-    periosteal = d < 0
-    endosteal = d_endo < 0
+    cort = np.float32(sc.intercept + sc.slope * t.cortical_density)
+    _composite(hu, box, flat, outer, cort + (trab - cort) * inner)
+    periosteal = np.zeros(d.shape, dtype=bool)
+    periosteal.ravel()[flat[dd < 0]] = True
+    endosteal = np.zeros(d.shape, dtype=bool)
+    endosteal.ravel()[flat[d_endo < 0]] = True
     if femur.min_cortex > 0:
         # Coarse presets promise a cortex at least one voxel thick: keep the
         # endosteal region one voxel (6-connected) inside the periosteal one.
         endosteal &= ndimage.binary_erosion(periosteal, border_value=1)
     lab = np.where(endosteal, np.uint8(2), np.where(periosteal, np.uint8(1), np.uint8(0)))
     label[box] = lab
+    is_marrow = np.zeros(d.shape, dtype=bool)
+    is_marrow.ravel()[flat[marrow > 0.5]] = True
     code = np.where(lab == 1, np.uint8(Tissue.CORTICAL),
-                    np.where(marrow > 0.5, np.uint8(Tissue.MARROW), np.uint8(Tissue.TRABECULAR)))
+                    np.where(is_marrow, np.uint8(Tissue.MARROW), np.uint8(Tissue.TRABECULAR)))
     tissue[box] = np.where(lab > 0, code, tissue[box])

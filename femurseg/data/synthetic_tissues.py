@@ -65,7 +65,7 @@ def sample_tissues(rng: np.random.Generator) -> TissueParams:
         table_core_hu=float(rng.uniform(-950.0, -850.0)),
         texture_amplitude=float(rng.uniform(0.35, 0.55)),
         texture_scale=float(rng.uniform(0.7, 1.1)),
-        pelvis_density=float(200.0 * factor * rng.uniform(0.6, 0.85)),
+        pelvis_density=float(200.0 * factor * rng.uniform(0.85, 1.15)),
     )
 
 
@@ -74,7 +74,7 @@ def trabecular_texture(
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
     scale: float,
-    along: tuple[float, float, float] = (2.2, 0.8, 0.8),
+    along: tuple[float, float, float] = (1.6, 0.8, 0.8),
 ) -> np.ndarray:
     """Oriented trabecular texture with mean 0 and values in about [-1, 1].
 
