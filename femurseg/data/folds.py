@@ -29,19 +29,22 @@ __all__ = ["make_splits", "load_or_create_splits", "select_fold", "Fold"]
 Fold = int | str
 
 
-def _stratified_order(subjects: Sequence[str], groups: Sequence[str | None], rng: np.random.Generator) -> list[str]:
-    """Subjects in an order where each group is spread evenly (round robin over shuffled groups)."""
+def _by_group(subjects: Sequence[str], groups: Sequence[str | None], rng: np.random.Generator) -> list[list[str]]:
+    """Subjects grouped by stratum (groups in sorted order), each group shuffled."""
     by_group: dict[str, list[str]] = defaultdict(list)
     for subject, group in zip(subjects, groups):
         by_group[group or ""].append(subject)
-    shuffled = {g: [members[i] for i in rng.permutation(len(members))] for g, members in sorted(by_group.items())}
-    # interleave: position in group divided by group size gives an even spread
-    keyed = [
-        ((i + rng.random()) / len(members), g, s)
-        for g, members in shuffled.items()
-        for i, s in enumerate(members)
-    ]
-    return [s for _, _, s in sorted(keyed)]
+    return [[members[i] for i in rng.permutation(len(members))] for _, members in sorted(by_group.items())]
+
+
+def _proportional_counts(sizes: list[int], total: int) -> list[int]:
+    """Split ``total`` over groups in proportion to ``sizes`` (largest remainder)."""
+    n = sum(sizes)
+    exact = [total * size / n for size in sizes] if n else [0.0] * len(sizes)
+    counts = [int(np.floor(x)) for x in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: exact[i] - counts[i], reverse=True)[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 def make_splits(
@@ -84,19 +87,24 @@ def make_splits(
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     rng = np.random.default_rng(seed)
-    order = _stratified_order(subjects, groups, rng)
-    n_test = int(round(test_fraction * len(order)))
-    # every k-th subject of the stratified order goes to the test set: keeps groups balanced
-    test_idx = set(np.linspace(0, len(order) - 1, n_test).round().astype(int).tolist()) if n_test else set()
-    test = [s for i, s in enumerate(order) if i in test_idx]
-    rest = [s for i, s in enumerate(order) if i not in test_idx]
+    strata = _by_group(subjects, groups, rng)
+    n_test = int(round(test_fraction * len(subjects)))
+    test: list[str] = []
+    rest_strata: list[list[str]] = []
+    for members, count in zip(strata, _proportional_counts([len(m) for m in strata], n_test)):
+        test += members[:count]
+        rest_strata.append(members[count:])
+    rest = [s for members in rest_strata for s in members]
     if num_folds < 1 or num_folds > len(rest) or (num_folds == 1 and len(rest) < 2):
         raise ValueError(f"cannot make {num_folds} folds from {len(rest)} non-test subjects")
     if num_folds == 1:  # a single train/val split: 20 % validation
         n_val = max(1, len(rest) // 5)
         val_sets = [rest[-n_val:]]
     else:
-        val_sets = [rest[k::num_folds] for k in range(num_folds)]
+        # round robin that continues across groups: every fold gets floor/ceil of each group's share
+        val_sets = [[] for _ in range(num_folds)]
+        for position, subject in enumerate(rest):
+            val_sets[position % num_folds].append(subject)
     folds = [{"train": sorted(s for s in rest if s not in set(val)), "val": sorted(val)} for val in val_sets]
     return {"seed": seed, "num_folds": num_folds, "test_fraction": test_fraction, "test": sorted(test), "folds": folds}
 
