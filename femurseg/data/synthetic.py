@@ -25,7 +25,6 @@ Examples
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import os

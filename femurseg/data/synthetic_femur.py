@@ -255,7 +255,7 @@ class FemurGeometry:
         rel = rel + f32(0.3) * _segment_weight(q, *self.tensile, 5.0)
         rel = rel * (f32(1.0) - f32(0.55) * _blob(q, self.ward_centre, 9.0))
         rel = rel * (f32(1.0) - f32(0.35) * w["troch"])
-        rel = rel * (f32(1.0) - f32(0.9) * marrow)
+        rel = rel * (f32(1.0) - f32(0.97) * marrow)
         return {"cortex": np.maximum(t, f32(self.min_cortex)), "density": rel, "marrow": marrow}
 
     def regions(self, q: Points) -> np.ndarray:

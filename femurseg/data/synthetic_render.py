@@ -252,7 +252,7 @@ def _render_femur(params: SubjectParams, femur: FemurGeometry, grid: Grid, hu: n
     lab = np.where(endosteal, np.uint8(2), np.where(periosteal, np.uint8(1), np.uint8(0)))
     label[box] = lab
     is_marrow = np.zeros(d.shape, dtype=bool)
-    is_marrow.ravel()[flat[marrow > 0.5]] = True
+    is_marrow.ravel()[flat[marrow > 0.9]] = True
     code = np.where(lab == 1, np.uint8(Tissue.CORTICAL),
                     np.where(is_marrow, np.uint8(Tissue.MARROW), np.uint8(Tissue.TRABECULAR)))
     tissue[box] = np.where(lab > 0, code, tissue[box])

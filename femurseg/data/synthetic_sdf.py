@@ -5,7 +5,7 @@ arrays ``(x, y, z)`` in millimetres and returns the signed distance (negative
 inside) with the broadcast shape. Shapes are combined with the polynomial
 smooth minimum of Quilez, which blends surfaces without seams; the blended field
 is no longer an exact distance, so callers that need one divide by the gradient
-norm (:func:`normalise`).
+norm (:func:`femurseg.data.synthetic_grid.banded` does).
 
 Examples
 --------
@@ -30,7 +30,6 @@ __all__ = [
     "elliptic_tube",
     "smooth_union",
     "smooth_subtract",
-    "normalise",
     "unit",
 ]
 
@@ -157,27 +156,3 @@ def smooth_union(d1: np.ndarray, d2: np.ndarray, k: float) -> np.ndarray:
 def smooth_subtract(d1: np.ndarray, d2: np.ndarray, k: float) -> np.ndarray:
     """Remove shape ``d2`` from ``d1`` with a rounded edge of radius ``k`` mm."""
     return -smooth_union(-d1, d2, k)
-
-
-def normalise(d: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Turn an approximate distance into a first-order exact one.
-
-    Parameters
-    ----------
-    d
-        Field of shape ``(Z, Y, X)`` sampled on a grid with ``spacing``
-        ``(sx, sy, sz)`` in mm.
-
-    Returns
-    -------
-    distance, width
-        ``d / |grad d|`` and the width (mm) of a voxel measured along the
-        surface normal, ``|nx| sx + |ny| sy + |nz| sz``, used for the
-        partial-volume ramp.
-    """
-    sx, sy, sz = (float(s) for s in spacing)
-    gz, gy, gx = np.gradient(d, sz, sy, sx)
-    norm = np.sqrt(gx * gx + gy * gy + gz * gz)
-    norm = np.maximum(norm, np.float32(0.2))
-    width = (np.abs(gx) * np.float32(sx) + np.abs(gy) * np.float32(sy) + np.abs(gz) * np.float32(sz)) / norm
-    return (d / norm).astype(np.float32), width.astype(np.float32)

@@ -145,3 +145,23 @@ def test_rods_at_stated_hu(scan_case: SyntheticCase) -> None:
         patch = image[z - 2:z + 3, idx[1], idx[0]]
         assert abs(patch.mean() - rod["hu"]) < 20, (rod, patch)
     assert cal["slope"] > 0.9
+
+
+def test_cortical_thickness_by_region() -> None:
+    from femurseg.data.synthetic_measure import cortical_thickness, head_radius
+
+    fine = replace(PRESETS["quick"], name="fine", inplane=(1.0, 1.0), slices=(1.0,), min_cortex_voxels=0.0)
+    case = generate_subject(2, preset=fine)
+    femur = case.meta["femur"]
+    assert 4.0 <= femur["cortex_shaft"] <= 7.0 and 2.0 <= femur["cortex_calcar"] <= 4.0
+    assert 0.5 <= femur["cortex_neck_superior"] <= 2.0 and 0.3 <= femur["cortex_head"] <= 1.0
+    measured = cortical_thickness(case)
+    voxel = 1.0  # label-measured thickness is bounded below by one voxel
+    assert 2.0 - voxel <= measured["calcar"]["median"] <= 4.0 + voxel
+    assert measured["neck_superior"]["median"] <= 2.0 + voxel
+    assert measured["head"]["median"] <= 1.0 + voxel
+    assert measured["trochanter"]["median"] <= 1.0 + voxel
+    assert measured["calcar"]["median"] > measured["neck_superior"]["median"]
+    if "shaft" in measured:
+        assert 4.0 - voxel <= measured["shaft"]["median"] <= 7.0 + voxel
+    assert head_radius(case) == pytest.approx(femur["head_radius"], abs=1.5)
