@@ -158,3 +158,12 @@ def test_cli_main_exit_codes(cohort: tuple[Path, Path], tmp_path: Path, capsys: 
 def test_missing_prediction_folder_raises(cohort: tuple[Path, Path], tmp_path: Path) -> None:
     with pytest.raises(DataError, match="prediction folder .* not found"):
         evaluate_cohort(tmp_path / "nowhere", cohort[1], tmp_path / "m.csv", show=False)
+
+
+def test_label_maps_do_not_depend_on_empty_margins() -> None:
+    """Cropping to the union's bounding box is exact: padding the grid changes nothing."""
+    ref, pred = femur_like(), femur_like(shift=1)
+    pred[0, 0, 0] = 2  # a stray voxel on the grid corner widens the box to the border
+    pad = ((4, 1), (0, 6), (3, 3))
+    spacing = SPACING_XYZ[::-1]
+    assert evaluate_label_maps(np.pad(pred, pad), np.pad(ref, pad), spacing) == evaluate_label_maps(pred, ref, spacing)
