@@ -27,6 +27,8 @@ PLAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "nets": ("list registered networks and their parameters", "femurseg.cli:nets_main"),
     "segment": ("segment scans with an ensemble of checkpoints", "femurseg.inference.predictor:main"),
     "evaluate": ("compare predictions with a reference manifest", "femurseg.metrics.evaluate:main"),
+    "cv": ("train every fold, then evaluate out-of-fold predictions (cv_summary.csv)", "femurseg.cv:main"),
+    "check": ("validate a manifest and print a table", "femurseg.data.validate:main"),
 }
 
 

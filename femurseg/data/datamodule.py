@@ -6,6 +6,12 @@ evaluated by the module with a sliding window. Under DDP each rank's queue reads
 disjoint share of the training subjects (a ``DistributedSampler`` given to the
 queue as ``subject_sampler``), reshuffled every epoch.
 
+Before anything is written (``splits.json``, cache entries) the cohort is
+validated (:mod:`femurseg.data.validate`): every problem is reported at once.
+Subjects are preprocessed once into the cache (:mod:`femurseg.data.cache`) by
+``prepare_data`` (rank 0) and loaded lazily, memory-mapped, by every rank; with
+``cache_dir=None`` they are preprocessed in memory at ``setup``.
+
 Without a manifest, the built-in synthetic QCT cohort is generated once into a
 cache folder and used.
 """
@@ -22,10 +28,12 @@ import torchio as tio
 from torch.utils.data import DistributedSampler, SequentialSampler
 
 from femurseg.data.augment import Preset, make_augmentation
+from femurseg.data.cache import CacheDtype, SubjectCache
 from femurseg.data.folds import load_or_create_splits, select_fold
 from femurseg.data.io import read_image, read_label
 from femurseg.data.manifest import ManifestRecord, read_manifest
-from femurseg.data.preprocess import Preprocessing, preprocess_image, preprocess_label
+from femurseg.data.preprocess import Preprocessing, crop_to_label, preprocess_image, preprocess_label
+from femurseg.data.validate import DEFAULT_MAX_VOXELS, ValidationSettings, validate_manifest
 from femurseg.errors import DataError
 
 __all__ = ["FemurDataModule", "load_subject"]
@@ -33,8 +41,11 @@ __all__ = ["FemurDataModule", "load_subject"]
 log = logging.getLogger(__name__)
 
 
-def load_subject(record: ManifestRecord, settings: Preprocessing) -> tio.Subject:
+def load_subject(record: ManifestRecord, settings: Preprocessing, crop: bool = False) -> tio.Subject:
     """Read and preprocess one subject into a ``tio.Subject`` with ``image`` and ``label``.
+
+    With ``crop`` and ``settings.crop_margin_mm`` set, both are cropped to the
+    femur's bounding box plus the margin (as the cache does for training subjects).
 
     Raises
     ------
@@ -46,6 +57,8 @@ def load_subject(record: ManifestRecord, settings: Preprocessing) -> tio.Subject
         label = preprocess_label(read_label(record), image)
     except DataError as error:
         raise DataError(f"subject {record.subject_id!r}: {error}") from error
+    if crop and settings.crop_margin_mm is not None:
+        image, label, _ = crop_to_label(image, label, settings.crop_margin_mm)
     image_data, affine = tio.io.sitk_to_nib(image)
     label_data, _ = tio.io.sitk_to_nib(label)
     return tio.Subject(
@@ -97,6 +110,17 @@ class FemurDataModule(pl.LightningDataModule):
         (0 background, 1 cortical, 2 trabecular).
     synthetic_n, synthetic_seed, synthetic_preset, synthetic_dir
         The synthetic cohort used without a manifest, and where it is generated once.
+    validate
+        Validate the manifest and every file before anything is written or trained.
+    max_voxels
+        Validation refuses images whose header declares more voxels.
+    cache_dir
+        Preprocessing cache folder (``None``: preprocess in memory at every setup).
+    cache_dtype
+        Stored image dtype in the cache.
+    crop_margin_mm
+        If set, training subjects are cropped to the femur's bounding box plus this
+        margin (validation and test subjects are never cropped).
     """
 
     def __init__(
@@ -120,13 +144,22 @@ class FemurDataModule(pl.LightningDataModule):
         synthetic_seed: int = 0,
         synthetic_preset: str = "quick",
         synthetic_dir: str = "~/.cache/femurseg/synthetic",
+        validate: bool = True,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
+        cache_dir: str | None = "~/.cache/femurseg/preprocessed",
+        cache_dtype: CacheDtype = "float32",
+        crop_margin_mm: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.manifest = manifest
         self.experiment_dir = Path(experiment_dir)
         self.fold = fold
-        self.preprocessing = Preprocessing(spacing=tuple(spacing), hu_window=tuple(hu_window))
+        self.preprocessing = Preprocessing(
+            spacing=tuple(spacing), hu_window=tuple(hu_window), crop_margin_mm=crop_margin_mm
+        )
+        self.cache = SubjectCache(cache_dir, self.preprocessing, cache_dtype) if cache_dir is not None else None
+        self._validated = False
         self.patch_size = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
         self.label_probabilities = label_probabilities or {0: 0.2, 1: 0.4, 2: 0.4}
         self.splits: dict[str, Any] | None = None
@@ -149,7 +182,10 @@ class FemurDataModule(pl.LightningDataModule):
         return self.experiment_dir / "splits.json"
 
     def prepare_data(self) -> None:
-        """Generate the synthetic cohort if needed and make ``splits.json`` (rank 0 only)."""
+        """Generate the synthetic cohort if needed, validate, make ``splits.json``, fill the cache.
+
+        Runs on rank 0 only. Nothing is written before validation has passed.
+        """
         path = self.manifest_path
         if self.manifest is None and not path.exists():
             from femurseg.data.synthetic import write_cohort
@@ -157,26 +193,46 @@ class FemurDataModule(pl.LightningDataModule):
             h = self.hparams
             log.info("generating the synthetic cohort (%d subjects) in %s", h.synthetic_n, path.parent)
             write_cohort(path.parent, n=h.synthetic_n, seed=h.synthetic_seed, preset=h.synthetic_preset)
-        records = read_manifest(path)
-        load_or_create_splits(
-            self.splits_path, [r.subject_id for r in records], [r.group for r in records],
-            num_folds=self.hparams.num_folds, test_fraction=self.hparams.test_fraction, seed=self.hparams.split_seed,
-        )
+        records = self._records(validate=self.hparams.validate)
+        splits = self._splits(records)
+        if self.cache is not None:
+            train, val = select_fold(splits, self.fold)
+            for subject in sorted(set(train) | set(val) | set(splits["test"])):
+                self.cache.get(records[subject], crop=subject in train)
 
     def setup(self, stage: str | None = None) -> None:
-        """Read the split and preprocess the subjects this stage needs."""
-        records = {r.subject_id: r for r in read_manifest(self.manifest_path)}
-        self.splits = load_or_create_splits(
+        """Read the split and make the subjects this stage needs (lazy when cached)."""
+        # under a Trainer, prepare_data (rank 0) has validated before any rank's setup
+        unchecked = not self._validated and getattr(self, "trainer", None) is None
+        records = self._records(validate=self.hparams.validate and unchecked)
+        self.splits = self._splits(records)
+        train, val = select_fold(self.splits, self.fold)
+        if stage in (None, "fit"):
+            self.train_subjects = [self._subject(records[s], crop=True) for s in train]
+        if stage in (None, "fit", "validate"):
+            self.val_subjects = [self._subject(records[s]) for s in val]
+        if stage in (None, "test"):
+            self.test_subjects = [self._subject(records[s]) for s in self.splits["test"]]
+
+    def _records(self, validate: bool) -> dict[str, ManifestRecord]:
+        """The manifest's records; with ``validate``, all files are checked first (ManifestError)."""
+        if validate:
+            report = validate_manifest(self.manifest_path, ValidationSettings(max_voxels=self.hparams.max_voxels))
+            report.raise_if_problems()
+            self._validated = True
+            return {r.subject_id: r for r in report.records}
+        return {r.subject_id: r for r in read_manifest(self.manifest_path)}
+
+    def _splits(self, records: dict[str, ManifestRecord]) -> dict[str, Any]:
+        return load_or_create_splits(
             self.splits_path, list(records), [r.group for r in records.values()],
             num_folds=self.hparams.num_folds, test_fraction=self.hparams.test_fraction, seed=self.hparams.split_seed,
         )
-        train, val = select_fold(self.splits, self.fold)
-        if stage in (None, "fit"):
-            self.train_subjects = [load_subject(records[s], self.preprocessing) for s in train]
-        if stage in (None, "fit", "validate"):
-            self.val_subjects = [load_subject(records[s], self.preprocessing) for s in val]
-        if stage in (None, "test"):
-            self.test_subjects = [load_subject(records[s], self.preprocessing) for s in self.splits["test"]]
+
+    def _subject(self, record: ManifestRecord, crop: bool = False) -> tio.Subject:
+        if self.cache is not None:
+            return self.cache.get(record, crop=crop).subject()
+        return load_subject(record, self.preprocessing, crop=crop)
 
     # loaders ----------------------------------------------------------------
     def train_dataloader(self) -> tio.SubjectsLoader:

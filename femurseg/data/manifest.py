@@ -21,7 +21,7 @@ from pathlib import Path
 
 from femurseg.errors import ManifestError
 
-__all__ = ["ManifestRecord", "read_manifest", "check_subject_id"]
+__all__ = ["ManifestRecord", "read_manifest", "parse_manifest", "check_subject_id"]
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SIDES = {"", "left", "right"}
@@ -83,6 +83,7 @@ def read_manifest(path: str | os.PathLike[str], require_reference: bool = True) 
 
     Checks columns, subject ids (unique, safe as file names), ``side`` values and
     that every listed file exists. All problems are collected and raised together.
+    The files' contents are checked by :func:`femurseg.data.validate.validate_manifest`.
 
     Parameters
     ----------
@@ -102,6 +103,31 @@ def read_manifest(path: str | os.PathLike[str], require_reference: bool = True) 
         Listing every problem, each naming the subject and the file.
     """
     path = Path(path)
+    records, problems = parse_manifest(path, require_reference)
+    if problems:
+        summary = f"manifest {path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        raise ManifestError(summary, problems)
+    return records
+
+
+def parse_manifest(
+    path: str | os.PathLike[str], require_reference: bool = True
+) -> tuple[list[ManifestRecord], list[str]]:
+    """Parse a manifest CSV without raising on its problems.
+
+    Returns
+    -------
+    records, problems
+        One record per row (also for rows with problems, so that a validator can
+        go on checking their files), and one line per problem, each naming the
+        manifest line, the subject and, where one is concerned, the file.
+
+    Raises
+    ------
+    ManifestError
+        Only if the manifest file itself does not exist.
+    """
+    path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path}: file not found")
     root = path.parent
@@ -111,7 +137,7 @@ def read_manifest(path: str | os.PathLike[str], require_reference: bool = True) 
         rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     problems = _check_columns(path, columns, require_reference)
     if problems:
-        raise ManifestError(problems[0], problems)
+        return [], problems
 
     records: list[ManifestRecord] = []
     seen: dict[str, int] = {}
@@ -148,10 +174,7 @@ def read_manifest(path: str | os.PathLike[str], require_reference: bool = True) 
         )
     if not records and not problems:
         problems.append(f"manifest {path}: no subjects")
-    if problems:
-        summary = f"manifest {path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
-        raise ManifestError(summary, problems)
-    return records
+    return records, problems
 
 
 def _check_columns(path: Path, columns: list[str], require_reference: bool) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["Preprocessing", "canonical_grid", "preprocess_image", "preprocess_label", "scale_hu"]
+__all__ = ["Preprocessing", "canonical_grid", "crop_to_label", "preprocess_image", "preprocess_label", "scale_hu"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,26 @@ def preprocess_image(image: sitk.Image, settings: Preprocessing) -> sitk.Image:
 def preprocess_label(label: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """Resample a label map onto a preprocessed image's grid (nearest neighbour)."""
     return sitk.Resample(label, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def crop_to_label(image: sitk.Image, label: sitk.Image, margin_mm: float) -> tuple[sitk.Image, sitk.Image, list[int]]:
+    """Crop both to the bounding box of ``label > 0`` plus ``margin_mm`` (clipped to the image).
+
+    Returns
+    -------
+    image, label, box
+        The cropped images (their origins keep them in place) and the box as
+        ``[x0, y0, z0, x1, y1, z1]`` voxel indices of the uncropped grid (end exclusive).
+    """
+    array = sitk.GetArrayViewFromImage(label) > 0
+    if not array.any():
+        return image, label, [0, 0, 0, *image.GetSize()]
+    low, high = [], []
+    for axis_zyx, spacing, size in zip((2, 1, 0), image.GetSpacing(), image.GetSize()):
+        other = tuple(a for a in range(3) if a != axis_zyx)
+        present = np.flatnonzero(array.any(axis=other))
+        margin = int(math.ceil(margin_mm / spacing))
+        low.append(max(0, int(present[0]) - margin))
+        high.append(min(size, int(present[-1]) + 1 + margin))
+    box = (slice(low[0], high[0]), slice(low[1], high[1]), slice(low[2], high[2]))
+    return image[box], label[box], low + high
