@@ -103,6 +103,7 @@ def _monai_surface(pred: np.ndarray, ref: np.ndarray, tolerance_mm: float) -> di
 
 def run(runs: int, monai_runs: int) -> str:
     """Time the metrics and return the Markdown section."""
+    load = os.getloadavg()[0]
     pred_labels, ref_labels = femur_phantom()
     pred, ref = pred_labels >= 1, ref_labels >= 1
     t_surface, ours = _median_time(lambda: surface_metrics(pred, ref, SPACING, 1.0), runs)
@@ -126,9 +127,10 @@ def run(runs: int, monai_runs: int) -> str:
     return "\n".join([
         SECTION, "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs (shared), "
-        f"Python {platform.python_version()}, NumPy {np.__version__}, SciPy {scipy.__version__}; one process. "
+        f"load average {load:.1f} at start, Python {platform.python_version()}, NumPy {np.__version__}, "
+        f"SciPy {scipy.__version__}; one process. "
         f"Masks {SHAPE[2]}×{SHAPE[1]}×{SHAPE[0]} voxels of {SPACING[2]}×{SPACING[1]}×{SPACING[0]} mm, "
-        f"femur-like phantom (union bounding box {box_voxels / 1e6:.1f} Mvoxels of {np.prod(SHAPE) / 1e6:.0f}); "
+        f"femur-like phantom (union bounding box {box_voxels / 1e6:.1f} of {np.prod(SHAPE) / 1e6:.0f} Mvoxels); "
         "median wall-clock seconds.", "",
         "| what | runs | median s |", "|---|---|---|", *lines, "",
         f"{agreement}Periosteal values: {values}.", "",
