@@ -1,0 +1,99 @@
+"""Sliding-window inference against MONAI, exact reconstruction, odd and small volumes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from femurseg.sliding import importance_map, sliding_window_inference, window_starts
+
+
+def _net(seed: int = 0, out_channels: int = 3) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, out_channels, 3, padding=1)
+    ).eval()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 32, 27, 19), (2, 1, 21, 30, 25)])
+@pytest.mark.parametrize("overlap", [0.5, 0.25])
+def test_equals_monai(shape, overlap):
+    monai_inferers = pytest.importorskip("monai.inferers")
+    torch.manual_seed(1)
+    image = torch.randn(shape)
+    net = _net()
+    ours = sliding_window_inference(image, net, (16, 12, 16), overlap=overlap, blend="gaussian", batch_size=3,
+                                    activation="softmax")
+    with torch.no_grad():
+        theirs = monai_inferers.sliding_window_inference(
+            image, (16, 12, 16), 3, lambda x: torch.softmax(net(x), dim=1), overlap=overlap, mode="gaussian")
+    assert ours.shape == theirs.shape == (shape[0], 3, *shape[2:])
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_equals_monai_when_volume_is_smaller_than_the_patch():
+    monai_inferers = pytest.importorskip("monai.inferers")
+    image = torch.randn(1, 1, 9, 20, 7)
+    net = _net(2, out_channels=2)
+    ours = sliding_window_inference(image, net, 12, overlap=0.5, activation="softmax")
+    with torch.no_grad():
+        theirs = monai_inferers.sliding_window_inference(
+            image, (12, 12, 12), 4, lambda x: torch.softmax(net(x), dim=1), overlap=0.5, mode="gaussian")
+    assert ours.shape == (1, 2, 9, 20, 7)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("blend", ["constant", "gaussian", "hann"])
+@pytest.mark.parametrize("shape", [(1, 2, 17, 31, 23), (1, 2, 5, 6, 7), (2, 2, 16, 16, 16)])
+def test_identity_is_reconstructed_exactly(blend, shape):
+    # values on a 1/8 grid: sums of up to 8 overlapping copies are exact in float32
+    image = torch.randint(-800, 800, shape).float() / 8
+    out = sliding_window_inference(image, lambda x: x, 16, overlap=0.5, blend=blend)
+    assert out.shape == image.shape
+    tolerance = 0.0 if blend == "constant" else 1e-6 * float(image.abs().max())  # float32 rounding
+    assert (out - image).abs().max() <= tolerance
+
+
+def test_window_layout_covers_every_voxel_and_ends_at_the_edge():
+    for size, patch, overlap in [(31, 16, 0.5), (100, 48, 0.25), (16, 16, 0.5), (17, 16, 0.9)]:
+        starts = window_starts(size, patch, overlap)
+        assert starts[0] == 0 and starts[-1] + patch == size
+        covered = torch.zeros(size, dtype=torch.bool)
+        for s in starts:
+            covered[s:s + patch] = True
+        assert covered.all()
+
+
+def test_importance_maps_are_positive_and_peak_in_the_centre():
+    for blend in ("gaussian", "hann", "constant"):
+        weights = importance_map((8, 9, 10), blend)
+        assert weights.shape == (8, 9, 10) and bool((weights > 0).all())
+        assert float(weights.max()) == pytest.approx(float(weights[4, 4, 5]), rel=0.2)
+
+
+def test_bf16_float16_and_batching_options_stay_close():
+    image = torch.randn(1, 1, 24, 20, 28)
+    net = _net(3, out_channels=2)
+    reference = sliding_window_inference(image, net, 16, activation="softmax", batch_size=1)
+    batched = sliding_window_inference(image, net, 16, activation="softmax", batch_size=8)
+    half = sliding_window_inference(image, net, 16, activation="softmax", accumulator_dtype=torch.float16)
+    bf16 = sliding_window_inference(image, net, 16, activation="softmax", precision="bf16")
+    assert torch.allclose(reference, batched, atol=1e-6)
+    assert half.dtype == torch.float16 and (half.float() - reference).abs().max() < 5e-3
+    assert bf16.dtype == torch.float32 and (bf16 - reference).abs().max() < 5e-2
+
+
+def test_deep_supervision_list_output_uses_the_first():
+    image = torch.randn(1, 1, 16, 16, 16)
+    out = sliding_window_inference(image, lambda x: [x * 2, x[:, :, ::2, ::2, ::2]], 8, blend="constant")
+    assert torch.allclose(out, image * 2)
+
+
+def test_bad_arguments_are_rejected():
+    image = torch.zeros(1, 1, 8, 8, 8)
+    with pytest.raises(ValueError, match="overlap"):
+        sliding_window_inference(image, lambda x: x, 4, overlap=1.0)
+    with pytest.raises(ValueError, match=r"\(B, C, D, H, W\)"):
+        sliding_window_inference(image[0], lambda x: x, 4)
+    with pytest.raises(ValueError, match="blend"):
+        sliding_window_inference(image, lambda x: x, 4, blend="cosine")  # type: ignore[arg-type]
