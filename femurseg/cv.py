@@ -1,0 +1,376 @@
+"""``femurseg cv``: k-fold cross-validation as in the reference study.
+
+For each selected fold, ``femurseg fit ... --data.fold K`` runs in its run folder
+``<runs_root>/<experiment>/fold_<K>/`` (DESIGN.md §6). A fold is **complete** when
+``fold_<K>/done.json`` exists (written atomically after ``fit`` returned 0 and left
+``checkpoints/best.ckpt``): complete folds are skipped. A fold with
+``checkpoints/last.ckpt`` but no ``done.json`` was interrupted (or trained outside
+``cv``, e.g. by an array job) and is resumed with ``--ckpt_path last.ckpt``; if its
+training had already finished, Lightning stops at once and the fold is marked done.
+
+Each ``fit`` runs as a child process (``python -m femurseg fit``), never in this
+process: Lightning's ``WandbLogger`` reuses a W&B run left open by the previous
+fold (it never calls ``wandb.finish``), seeds and other global state would carry
+from fold to fold, and a ``ddp`` strategy re-launches ``sys.argv`` for its other
+ranks, which would re-run the whole ``cv`` loop instead of one ``fit``. A child per
+fold is also exactly what a cluster array job runs (``--print-commands``).
+
+After training, each fold's validation subjects are segmented with that fold's
+``best.ckpt`` (out-of-fold predictions) and evaluated against the reference; with
+``--test`` the ensemble of all selected folds' ``best.ckpt`` segments the held-out
+test subjects. Outputs in ``<runs_root>/<experiment>/`` (see ``docs/cv.md``):
+``cv_predictions/``, ``cv_summary.csv``, ``cv_summary.json`` and, with ``--test``,
+``test_predictions/``, ``test_summary.csv``, ``test_summary.json``.
+
+Examples
+--------
+>>> main(["--config", "configs/periosteal.yaml", "--data.manifest", "cohort/manifest.csv",
+...       "--folds", "0,1"])  # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from femurseg.errors import FemursegError
+
+__all__ = [
+    "CVError",
+    "CVPlan",
+    "DONE_FILE",
+    "FoldState",
+    "fit_command",
+    "fold_state",
+    "main",
+    "plan_cv",
+    "print_commands",
+    "train_fold",
+]
+
+DONE_FILE = "done.json"
+FoldState = Literal["done", "interrupted", "new"]
+
+#: options that ``cv`` sets itself and refuses in the pass-through arguments
+_RESERVED = {
+    "--data.fold": "cv chooses the folds: use --folds 0,1,...",
+    "--ckpt_path": "cv resumes interrupted folds from their last.ckpt itself",
+}
+
+
+class CVError(FemursegError):
+    """A cross-validation run cannot start or a fold failed."""
+
+
+@dataclass(frozen=True)
+class CVPlan:
+    """What ``cv`` will do: the fit arguments, the experiment folder and the folds.
+
+    Attributes
+    ----------
+    fit_args
+        Arguments passed to every ``femurseg fit`` (configs and overrides), without
+        the subcommand, ``--data.fold`` and ``--ckpt_path``.
+    experiment_dir
+        ``<runs_root>/<experiment>``.
+    manifest
+        The manifest in use (the synthetic cohort's when none is configured).
+    splits
+        Contents of ``splits.json``.
+    folds
+        Fold indices to train and evaluate, in order.
+    """
+
+    fit_args: tuple[str, ...]
+    experiment_dir: Path
+    manifest: Path
+    splits: dict[str, Any]
+    folds: tuple[int, ...]
+
+    def run_dir(self, fold: int) -> Path:
+        """``<experiment_dir>/fold_<fold>``."""
+        return self.experiment_dir / f"fold_{fold}"
+
+    def best_checkpoint(self, fold: int) -> Path:
+        """``fold_<fold>/checkpoints/best.ckpt``."""
+        return self.run_dir(fold) / "checkpoints" / "best.ckpt"
+
+    def val_subjects(self, fold: int) -> list[str]:
+        """The validation subjects of ``fold`` in ``splits.json``."""
+        return list(self.splits["folds"][fold]["val"])
+
+
+# planning -------------------------------------------------------------------
+def _check_pass_through(fit_args: Sequence[str]) -> None:
+    for arg in fit_args:
+        name = arg.split("=", 1)[0]
+        if name in _RESERVED:
+            raise CVError(f"{name} cannot be given to femurseg cv: {_RESERVED[name]}")
+        if name in ("fit", "validate", "test", "predict"):
+            raise CVError(f"femurseg cv runs 'fit' itself: drop {name!r} from the arguments")
+
+
+def resolve_config(fit_args: Sequence[str]) -> Any:
+    """Parse the fit arguments with the femurseg CLI without instantiating anything.
+
+    Returns
+    -------
+    jsonargparse.Namespace
+        The merged configuration (``runs_root``, ``experiment``, ``data``, ...).
+    """
+    from femurseg.lightning_cli import FemursegCLI
+
+    class _ConfigOnly(FemursegCLI):
+        def instantiate_classes(self) -> None:  # parse only: no model, data or trainer
+            return None
+
+    with warnings.catch_warnings():  # "args and sys.argv both given": cv's own argv is not the fit's
+        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+        return _ConfigOnly(args=list(fit_args), run=False).config
+
+
+def parse_folds(text: str | None, num_folds: int) -> tuple[int, ...]:
+    """``"0,2"`` -> ``(0, 2)``; ``None`` -> every fold of the split.
+
+    Raises
+    ------
+    CVError
+        On an index that is not an integer or not a fold of the split.
+    """
+    if text is None:
+        return tuple(range(num_folds))
+    try:
+        folds = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError as error:
+        raise CVError(f"--folds {text!r}: give fold indices separated by commas, e.g. 0,1,2") from error
+    bad = [k for k in folds if not 0 <= k < num_folds]
+    if bad or not folds:
+        raise CVError(f"--folds {text!r}: the split has folds 0-{num_folds - 1}")
+    return folds
+
+
+def plan_cv(fit_args: Sequence[str], folds: str | None = None) -> CVPlan:
+    """Resolve the configuration, prepare the data and ``splits.json``, choose the folds.
+
+    ``prepare_data`` runs here, once, before any fold starts: the synthetic cohort
+    (when no manifest is configured) is generated and ``splits.json`` is written,
+    so that folds running in parallel all share one split.
+
+    Raises
+    ------
+    CVError
+        On reserved pass-through options or invalid ``folds``.
+    ManifestError
+        If the manifest is invalid or differs from an existing ``splits.json``.
+    """
+    from femurseg.data.datamodule import FemurDataModule
+
+    _check_pass_through(fit_args)
+    config = resolve_config(fit_args)
+    # validate and split only: each fold's fit fills the preprocessing cache itself
+    datamodule = FemurDataModule(**{**config.data.as_dict(), "cache_dir": None})
+    datamodule.prepare_data()
+    splits = json.loads(datamodule.splits_path.read_text())
+    return CVPlan(
+        fit_args=tuple(fit_args),
+        experiment_dir=datamodule.experiment_dir,
+        manifest=datamodule.manifest_path,
+        splits=splits,
+        folds=parse_folds(folds, len(splits["folds"])),
+    )
+
+
+# training -------------------------------------------------------------------
+def fold_state(run_dir: Path) -> FoldState:
+    """``done`` (``done.json`` and ``best.ckpt``), ``interrupted`` (``last.ckpt``) or ``new``."""
+    if (run_dir / DONE_FILE).is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file():
+        return "done"
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return "interrupted"
+    return "new"
+
+
+def fit_command(fit_args: Sequence[str], fold: int | str, ckpt_path: Path | None = None) -> list[str]:
+    """Arguments of ``femurseg fit`` for one fold (without the program name).
+
+    Examples
+    --------
+    >>> fit_command(["--config", "configs/periosteal.yaml"], 3)
+    ['fit', '--config', 'configs/periosteal.yaml', '--data.fold', '3']
+    """
+    command = ["fit", *fit_args, "--data.fold", str(fold)]
+    if ckpt_path is not None:
+        command += ["--ckpt_path", str(ckpt_path)]
+    return command
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _warn_if_args_changed(plan: CVPlan, fold: int) -> None:
+    done = json.loads((plan.run_dir(fold) / DONE_FILE).read_text())
+    if list(done.get("fit_args", [])) != list(plan.fit_args):
+        print(
+            f"femurseg cv: warning: fold {fold} was trained with other arguments "
+            f"({shlex.join(done.get('fit_args', []))}); it is kept. Delete {plan.run_dir(fold) / DONE_FILE} "
+            "(and its checkpoints) to retrain it.",
+            file=sys.stderr,
+        )
+
+
+def train_fold(plan: CVPlan, fold: int) -> FoldState:
+    """Train ``fold`` unless it is complete; resume it if it was interrupted.
+
+    Returns
+    -------
+    FoldState
+        The state the fold was found in (``done`` means it was skipped).
+
+    Raises
+    ------
+    CVError
+        If ``fit`` exits with an error or leaves no ``best.ckpt``.
+    """
+    run_dir = plan.run_dir(fold)
+    state = fold_state(run_dir)
+    if state == "done":
+        _warn_if_args_changed(plan, fold)
+        print(f"femurseg cv: fold {fold}: complete, skipped ({run_dir / DONE_FILE})", flush=True)
+        return state
+    resume = run_dir / "checkpoints" / "last.ckpt" if state == "interrupted" else None
+    command = fit_command(plan.fit_args, fold, resume)
+    verb = f"resuming from {resume}" if resume else "training"
+    print(f"femurseg cv: fold {fold}: {verb}\n  femurseg {shlex.join(command)}", flush=True)
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", "femurseg", *command], env=env, check=False)
+    if result.returncode != 0:
+        raise CVError(f"fold {fold}: femurseg fit exited with status {result.returncode}; rerun cv to resume it")
+    if not plan.best_checkpoint(fold).is_file():
+        raise CVError(
+            f"fold {fold}: fit finished without {plan.best_checkpoint(fold)}: validation must run at least "
+            "once (trainer.check_val_every_n_epoch <= trainer.max_epochs)"
+        )
+    done = {
+        "fold": fold,
+        "best_checkpoint": str(plan.best_checkpoint(fold)),
+        "fit_args": list(plan.fit_args),
+        "resumed": resume is not None,
+        "seconds": round(time.perf_counter() - start, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _atomic_write_text(run_dir / DONE_FILE, json.dumps(done, indent=2) + "\n")
+    return state
+
+
+# printing -------------------------------------------------------------------
+def print_commands(plan: CVPlan, cv_args: Sequence[str]) -> str:
+    """The per-fold ``femurseg fit`` commands and a SLURM array-job script.
+
+    Parameters
+    ----------
+    plan
+        The plan whose folds are printed.
+    cv_args
+        The pass-through arguments as the user wrote them (shown in the final
+        ``femurseg cv`` command that evaluates the folds).
+    """
+    lines = [f"# {len(plan.folds)} fold(s) of {plan.experiment_dir} (split: {plan.experiment_dir / 'splits.json'})"]
+    lines += [f"femurseg {shlex.join(fit_command(plan.fit_args, k))}" for k in plan.folds]
+    fold_list = ",".join(str(k) for k in plan.folds)
+    last = f"{shlex.quote(str(plan.experiment_dir))}/fold_${{SLURM_ARRAY_TASK_ID}}/checkpoints/last.ckpt"
+    args = shlex.join(plan.fit_args)
+    lines += [
+        "",
+        "# SLURM array job (sbatch cv.sbatch): one fold per task, resumed from last.ckpt when requeued",
+        "#!/bin/bash",
+        f"#SBATCH --job-name={plan.experiment_dir.name}-cv",
+        f"#SBATCH --array={fold_list}",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --time=24:00:00",
+        "#SBATCH --requeue",
+        f"LAST={last}",
+        'RESUME=(); [ -f "$LAST" ] && RESUME=(--ckpt_path "$LAST")',
+        f'femurseg fit {args} --data.fold "$SLURM_ARRAY_TASK_ID" "${{RESUME[@]}}"',
+        "",
+        "# when every task has finished: evaluate the out-of-fold predictions (finished folds are not retrained)",
+        f"femurseg cv {shlex.join(cv_args)}",
+    ]
+    return "\n".join(lines)
+
+
+# command line ---------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="femurseg cv",
+        allow_abbrev=False,
+        description="Train every fold (skipping complete ones, resuming interrupted ones), then segment each "
+        "fold's validation subjects with its best.ckpt and evaluate them (cv_summary.csv). Every other "
+        "argument (--config X.yaml, --data.manifest M, --trainer.max_epochs N, ...) is passed to each "
+        "'femurseg fit'.",
+    )
+    parser.add_argument("--folds", help="folds to run, e.g. 0,1,2 (default: every fold of the split)")
+    parser.add_argument("--test", action="store_true", help="also evaluate the fold ensemble on the test subjects")
+    parser.add_argument(
+        "--print-commands", action="store_true",
+        help="print the per-fold fit commands and a SLURM array job instead of running (prepares splits.json)",
+    )
+    parser.add_argument("--train-only", action="store_true", help="train the folds, skip the evaluation")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``femurseg cv --config X.yaml [--folds 0,1] [--test] [--print-commands] [fit overrides]``.
+
+    Returns
+    -------
+    int
+        0 on success, 1 if a fold failed or a subject could not be evaluated,
+        2 if the run could not start.
+    """
+    options, fit_args = _parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        plan = plan_cv(fit_args, options.folds)
+    except FemursegError as error:
+        print(f"femurseg cv: error: {error}", file=sys.stderr)
+        return 2
+    if options.print_commands:
+        cv_args = [*fit_args, *(["--folds", options.folds] if options.folds else [])]
+        print(print_commands(plan, cv_args))
+        return 0
+    try:
+        for fold in plan.folds:
+            train_fold(plan, fold)
+    except CVError as error:
+        print(f"femurseg cv: error: {error}", file=sys.stderr)
+        return 1
+    if options.train_only:
+        return 0
+    return _evaluate(plan, test=options.test)
+
+
+def _evaluate(plan: CVPlan, test: bool) -> int:
+    raise NotImplementedError("out-of-fold evaluation lands with femurseg.inference")
