@@ -272,7 +272,8 @@ def _content_problems(record: ManifestRecord, settings: ValidationSettings) -> l
             problems.append(problem(column, "unreadable", str(error).removeprefix(f"{path}: ")))
     image = arrays.pop("image", None)
     if image is not None:
-        problems += [problem("image", rule, message) for rule, message in _intensity_problems(image, settings)]
+        found = _intensity_problems(image, settings, record.image)
+        problems += [problem("image", rule, message) for rule, message in found]
     if "label" in arrays:
         label = arrays["label"]
         values, counts = np.unique(label, return_counts=True)
@@ -302,11 +303,16 @@ def _content_problems(record: ManifestRecord, settings: ValidationSettings) -> l
     return problems
 
 
-def _intensity_problems(image: np.ndarray, settings: ValidationSettings) -> list[tuple[str, str]]:
+def _intensity_problems(image: np.ndarray, settings: ValidationSettings, path: Path) -> list[tuple[str, str]]:
     if np.issubdtype(image.dtype, np.floating):
-        finite = np.isfinite(image)
-        if not finite.all():
-            n_nan, n_inf = int(np.isnan(image).sum()), int(np.isinf(image).sum())
+        values = image
+        if path.name.endswith((".nii", ".nii.gz")):
+            # SimpleITK's NIfTI reader silently turns NaN and inf into 0: count them in the file itself
+            import nibabel
+
+            values = np.asanyarray(nibabel.load(str(path)).dataobj)
+        if not np.isfinite(values).all():
+            n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
             return [("non_finite", f"intensities contain {n_nan} NaN and {n_inf} infinite voxels")]
     low, high = float(image.min()), float(image.max())
     if low > settings.ct_low_hu or high < settings.ct_bone_hu:
