@@ -1,21 +1,34 @@
 """Segmentation losses, registered in ``LOSSES``.
 
 Every loss maps logits ``(B, C, D, H, W)`` and integer targets ``(B, D, H, W)`` to a
-scalar. Deep supervision is not handled here but once, in
-:class:`femurseg.models.module.SegmentationModule`.
+scalar, computed in float32 whatever the autocast precision. Deep supervision is
+not handled here but once, in
+:meth:`femurseg.models.module.SegmentationModule.supervised_loss`.
+
+Registered names: ``dice``, ``dice_ce``, ``focal``, ``dice_focal``,
+``dice_boundary_ce`` (a boundary-weighted cross-entropy for the thin cortex).
+Each takes ``class_weights`` (one weight per class, background included).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from femurseg.models.registry import LOSSES
 
-__all__ = ["SoftDiceLoss", "DiceCELoss", "soft_dice"]
+DistanceMetric = Literal["chessboard", "euclidean"]
+
+__all__ = [
+    "SoftDiceLoss", "DiceCELoss", "FocalLoss", "DiceFocalLoss", "BoundaryWeightedCELoss", "soft_dice",
+    "boundary_distance", "DistanceMetric",
+]
 
 
 def soft_dice(
@@ -26,13 +39,31 @@ def soft_dice(
     include_background: bool = False,
     smooth: float = 1e-5,
 ) -> torch.Tensor:
-    """Soft Dice per class, ``(C,)`` (batch Dice) or ``(B, C)`` (per sample)."""
+    """Soft Dice per class, ``(C,)`` (batch Dice) or ``(B, C)`` (per sample).
+
+    ``probabilities`` and ``one_hot`` are ``(B, C, D, H, W)``; without background
+    the class axis loses class 0.
+    """
     if not include_background:
         probabilities, one_hot = probabilities[:, 1:], one_hot[:, 1:]
     axes = (0, 2, 3, 4) if batch_dice else (2, 3, 4)
     intersection = (probabilities * one_hot).sum(axes)
     denominator = probabilities.sum(axes) + one_hot.sum(axes)
     return (2 * intersection + smooth) / (denominator + smooth)
+
+
+def _weights(class_weights: Sequence[float] | None) -> torch.Tensor | None:
+    if class_weights is None:
+        return None
+    weights = torch.as_tensor(class_weights, dtype=torch.float32)
+    if weights.ndim != 1 or (weights < 0).any():
+        raise ValueError(f"class_weights must be one non-negative weight per class, got {list(class_weights)}")
+    return weights
+
+
+def _check_classes(weights: torch.Tensor | None, classes: int) -> None:
+    if weights is not None and len(weights) != classes:
+        raise ValueError(f"class_weights has {len(weights)} values but the logits have {classes} classes")
 
 
 @LOSSES.register("dice")
@@ -43,25 +74,34 @@ class SoftDiceLoss(nn.Module):
     ----------
     batch_dice
         Pool the whole batch into one Dice per class (nnU-Net's default), instead
-        of one Dice per sample.
+        of one Dice per sample (then averaged).
     include_background
         Include class 0 in the average.
     smooth
         Added to numerator and denominator.
+    class_weights
+        Weights of the per-class Dice terms in the average (all classes,
+        background included even if it is left out).
     """
 
-    def __init__(self, batch_dice: bool = True, include_background: bool = False, smooth: float = 1e-5) -> None:
+    def __init__(self, batch_dice: bool = True, include_background: bool = False, smooth: float = 1e-5,
+                 class_weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.batch_dice = batch_dice
         self.include_background = include_background
         self.smooth = smooth
+        self.register_buffer("class_weights", _weights(class_weights), persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        _check_classes(self.class_weights, logits.shape[1])
         probabilities = logits.float().softmax(dim=1)
         one_hot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).to(probabilities.dtype)
         dice = soft_dice(probabilities, one_hot, batch_dice=self.batch_dice,
                          include_background=self.include_background, smooth=self.smooth)
-        return 1 - dice.mean()
+        if self.class_weights is None:
+            return 1 - dice.mean()
+        weights = self.class_weights if self.include_background else self.class_weights[1:]
+        return 1 - (dice * weights).sum(-1).mean() / weights.sum()
 
 
 @LOSSES.register("dice_ce")
@@ -73,7 +113,7 @@ class DiceCELoss(nn.Module):
     dice_weight, ce_weight
         Weights of the two terms.
     class_weights
-        Optional cross-entropy weight per class.
+        Optional weight per class, for both terms.
     batch_dice
         See :class:`SoftDiceLoss`.
     """
@@ -83,12 +123,171 @@ class DiceCELoss(nn.Module):
         batch_dice: bool = True,
     ) -> None:
         super().__init__()
-        self.dice = SoftDiceLoss(batch_dice=batch_dice)
+        self.dice = SoftDiceLoss(batch_dice=batch_dice, class_weights=class_weights)
         self.dice_weight = dice_weight
         self.ce_weight = ce_weight
-        weights = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        self.register_buffer("class_weights", weights, persistent=False)
+        self.register_buffer("class_weights", _weights(class_weights), persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        _check_classes(self.class_weights, logits.shape[1])
         ce = F.cross_entropy(logits.float(), target.long(), weight=self.class_weights)
+        return self.dice_weight * self.dice(logits, target) + self.ce_weight * ce
+
+
+@LOSSES.register("focal")
+class FocalLoss(nn.Module):
+    """Focal loss ``-w_c (1 - p_t)^γ log p_t``, averaged over voxels (Lin et al., 2017).
+
+    Down-weights easy voxels (most of the background) so that training focuses
+    on the hard ones near the bone surfaces. ``gamma=0`` is cross-entropy.
+
+    Parameters
+    ----------
+    gamma
+        Focusing exponent.
+    class_weights
+        Optional weight per class (the ``α`` of the paper).
+    """
+
+    def __init__(self, gamma: float = 2.0, class_weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"gamma must be ≥ 0, got {gamma}")
+        self.gamma = gamma
+        self.register_buffer("class_weights", _weights(class_weights), persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        _check_classes(self.class_weights, logits.shape[1])
+        target = target.long()
+        log_p = logits.float().log_softmax(dim=1).gather(1, target[:, None])[:, 0]
+        loss = -((1 - log_p.exp()) ** self.gamma) * log_p
+        if self.class_weights is not None:
+            loss = loss * self.class_weights[target]
+        return loss.mean()
+
+
+@LOSSES.register("dice_focal")
+class DiceFocalLoss(nn.Module):
+    """Soft Dice + focal loss.
+
+    Parameters
+    ----------
+    dice_weight, focal_weight
+        Weights of the two terms.
+    gamma
+        Focal exponent.
+    class_weights
+        Optional weight per class, for both terms.
+    batch_dice
+        See :class:`SoftDiceLoss`.
+    """
+
+    def __init__(self, dice_weight: float = 1.0, focal_weight: float = 1.0, gamma: float = 2.0,
+                 class_weights: Sequence[float] | None = None, batch_dice: bool = True) -> None:
+        super().__init__()
+        self.dice = SoftDiceLoss(batch_dice=batch_dice, class_weights=class_weights)
+        self.focal = FocalLoss(gamma=gamma, class_weights=class_weights)
+        self.dice_weight = dice_weight
+        self.focal_weight = focal_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.dice_weight * self.dice(logits, target) + self.focal_weight * self.focal(logits, target)
+
+
+def boundary_distance(target: torch.Tensor, metric: DistanceMetric = "chessboard") -> torch.Tensor:
+    """Distance in voxels from every voxel to the nearest label boundary.
+
+    A boundary voxel is one whose 6-neighbourhood holds another label; it has
+    distance 0. Computed per sample with SciPy on CPU: ``chessboard`` with
+    :func:`scipy.ndimage.distance_transform_cdt` (about 0.15 s per 128³ patch on one
+    core; ``d_chessboard ≤ d_euclidean ≤ √3 d_chessboard``), ``euclidean`` with
+    :func:`scipy.ndimage.distance_transform_edt` (exact, about 1 s per 128³ patch).
+
+    Parameters
+    ----------
+    target
+        Integer labels ``(B, D, H, W)``.
+    metric
+        ``chessboard`` (fast) or ``euclidean`` (exact).
+
+    Returns
+    -------
+    torch.Tensor
+        Float32 distances ``(B, D, H, W)`` on the target's device; samples with a
+        single label get ``inf`` everywhere.
+    """
+    labels = target.detach().to("cpu", torch.int16).numpy()
+    out = np.empty(labels.shape, dtype=np.float32)
+    for i, sample in enumerate(labels):
+        edge = np.zeros(sample.shape, dtype=bool)
+        for axis in range(sample.ndim):
+            change = np.diff(sample, axis=axis) != 0
+            front = [slice(None)] * sample.ndim
+            back = [slice(None)] * sample.ndim
+            front[axis], back[axis] = slice(None, -1), slice(1, None)
+            edge[tuple(front)] |= change
+            edge[tuple(back)] |= change
+        if not edge.any():
+            out[i] = np.inf
+        elif metric == "euclidean":
+            out[i] = ndimage.distance_transform_edt(~edge)
+        else:
+            out[i] = ndimage.distance_transform_cdt(~edge, metric="chessboard")
+    return torch.from_numpy(out).to(target.device)
+
+
+@LOSSES.register("dice_boundary_ce")
+class BoundaryWeightedCELoss(nn.Module):
+    """Soft Dice + cross-entropy weighted up near label boundaries.
+
+    The voxel weight is ``1 + boundary_weight · exp(-d² / 2σ²)`` with ``d`` the
+    distance to the nearest boundary (:func:`boundary_distance`), so the voxels on
+    both sides of the periosteal and endosteal surfaces — where a 0.5-2 mm cortex
+    is won or lost — count up to ``1 + boundary_weight`` times more (weighted mean).
+
+    Parameters
+    ----------
+    boundary_weight
+        Extra weight at the boundary.
+    sigma
+        Width of the weighted band in voxels.
+    metric
+        Distance metric of :func:`boundary_distance` (``chessboard``: fast).
+    dice_weight, ce_weight
+        Weights of the two terms.
+    class_weights
+        Optional weight per class, for both terms.
+    batch_dice
+        See :class:`SoftDiceLoss`.
+    """
+
+    def __init__(self, boundary_weight: float = 4.0, sigma: float = 2.0, metric: DistanceMetric = "chessboard",
+                 dice_weight: float = 1.0, ce_weight: float = 1.0, class_weights: Sequence[float] | None = None,
+                 batch_dice: bool = True) -> None:
+        super().__init__()
+        if sigma <= 0 or boundary_weight < 0:
+            raise ValueError(f"need sigma > 0 and boundary_weight ≥ 0, got {sigma}, {boundary_weight}")
+        if metric not in ("chessboard", "euclidean"):
+            raise ValueError(f"unknown metric {metric!r}; valid: chessboard, euclidean")
+        self.boundary_weight = boundary_weight
+        self.sigma = sigma
+        self.metric = metric
+        self.dice = SoftDiceLoss(batch_dice=batch_dice, class_weights=class_weights)
+        self.dice_weight = dice_weight
+        self.ce_weight = ce_weight
+        self.register_buffer("class_weights", _weights(class_weights), persistent=False)
+
+    def voxel_weights(self, target: torch.Tensor) -> torch.Tensor:
+        """Weights ``(B, D, H, W)`` from the target's boundary distances."""
+        distance = boundary_distance(target, self.metric)
+        return 1 + self.boundary_weight * torch.exp(-distance.square() / (2 * self.sigma**2))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        _check_classes(self.class_weights, logits.shape[1])
+        target = target.long()
+        weights = self.voxel_weights(target)
+        if self.class_weights is not None:
+            weights = weights * self.class_weights[target]
+        ce = F.cross_entropy(logits.float(), target, reduction="none")
+        ce = (ce * weights).sum() / weights.sum().clamp_min(1e-8)
         return self.dice_weight * self.dice(logits, target) + self.ce_weight * ce

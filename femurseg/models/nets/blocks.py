@@ -6,13 +6,21 @@ configs stay plain data: ``norm="instance"``, ``act=("leakyrelu", {"negative_slo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Union
+
+import torch
 
 from torch import nn
 
-__all__ = ["LayerSpec", "make_norm", "make_act", "ConvNormAct", "ResidualBlock", "check_stages"]
+__all__ = [
+    "LayerSpec", "Size3", "make_norm", "make_act", "as_triple", "ConvNormAct", "ResidualBlock", "check_stages",
+    "DeepSupervisionHeads",
+]
 
 LayerSpec = Union[str, tuple[str, dict[str, Any]], None]
+#: an int for all three axes or one value per axis, e.g. ``(1, 2, 2)`` for thick slices
+Size3 = Union[int, Sequence[int]]
 
 _NORMS = {
     "instance": lambda c, **kw: nn.InstanceNorm3d(c, affine=True, **kw),
@@ -54,6 +62,22 @@ def make_act(spec: LayerSpec) -> nn.Module:
     return _ACTS[name](**kwargs)
 
 
+def as_triple(value: Size3) -> tuple[int, int, int]:
+    """``3 → (3, 3, 3)``; a sequence of three ints is returned as a tuple.
+
+    Raises
+    ------
+    ValueError
+        If a sequence does not hold exactly three values.
+    """
+    if isinstance(value, int):
+        return (value, value, value)
+    values = tuple(int(v) for v in value)
+    if len(values) != 3:
+        raise ValueError(f"expected an int or three ints, got {tuple(value)}")
+    return values  # type: ignore[return-value]
+
+
 def check_stages(channels: tuple[int, ...] | list[int], strides: tuple[int, ...] | list[int]) -> None:
     """Check the shared vocabulary: ``len(strides) == len(channels) - 1``."""
     if len(channels) < 2:
@@ -69,33 +93,36 @@ class ConvNormAct(nn.Sequential):
     """``Conv3d → norm → activation``."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, kernel_size: int = 3, stride: int = 1,
+        self, in_channels: int, out_channels: int, *, kernel_size: Size3 = 3, stride: Size3 = 1,
         norm: LayerSpec = "instance", act: LayerSpec = "leakyrelu",
     ) -> None:
+        kernel = as_triple(kernel_size)
         super().__init__(
-            nn.Conv3d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
+            nn.Conv3d(in_channels, out_channels, kernel, as_triple(stride), padding=tuple(k // 2 for k in kernel),
+                      bias=False),
             make_norm(norm, out_channels),
             make_act(act),
         )
 
 
 class ResidualBlock(nn.Module):
-    """Two 3×3×3 convolutions with an identity (or 1×1×1 projection) shortcut.
+    """Two convolutions (3×3×3 by default) with an identity (or 1×1×1 projection) shortcut.
 
     Shapes: ``(B, C_in, D, H, W) → (B, C_out, D / stride, H / stride, W / stride)``.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, stride: int = 1, norm: LayerSpec = "instance",
-        act: LayerSpec = "leakyrelu", dropout: float = 0.0,
+        self, in_channels: int, out_channels: int, *, stride: Size3 = 1, norm: LayerSpec = "instance",
+        act: LayerSpec = "leakyrelu", dropout: float = 0.0, kernel_size: Size3 = 3,
     ) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(in_channels, out_channels, stride=stride, norm=norm, act=act)
-        self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False)
+        kernel = as_triple(kernel_size)
+        self.conv1 = ConvNormAct(in_channels, out_channels, kernel_size=kernel, stride=stride, norm=norm, act=act)
+        self.conv2 = nn.Conv3d(out_channels, out_channels, kernel, padding=tuple(k // 2 for k in kernel), bias=False)
         self.norm2 = make_norm(norm, out_channels)
         self.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
         self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
+        if as_triple(stride) != (1, 1, 1) or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv3d(in_channels, out_channels, 1, stride=stride, bias=False), make_norm(norm, out_channels)
             )
@@ -103,3 +130,36 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x):  # noqa: D102
         return self.act(self.norm2(self.conv2(self.dropout(self.conv1(x)))) + self.shortcut(x))
+
+
+class DeepSupervisionHeads(nn.ModuleList):
+    """1×1×1 output heads on the decoder outputs below full resolution.
+
+    The deepest decoder output is left out (as in nnU-Net): with ``channels`` of
+    ``n`` stages, a decoder yields ``n - 1`` outputs; heads are made for the
+    ``n - 2`` coarser ones, full resolution excluded (it has the main head).
+
+    Parameters
+    ----------
+    channels
+        Feature channels per stage, shallow to deep (the net's ``channels``).
+    out_channels
+        Classes.
+    enabled
+        Without deep supervision the module holds no head and returns ``[]``.
+
+    A ``ModuleList`` so that the state-dict keys are ``aux_heads.<i>.weight``.
+    """
+
+    def __init__(self, channels: Sequence[int], out_channels: int, *, enabled: bool) -> None:
+        super().__init__(
+            nn.Conv3d(channels[stage], out_channels, 1) for stage in range(1, len(channels) - 1)
+        ) if enabled else super().__init__()
+
+    def forward(self, decoded: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Logits of the coarser outputs, finest first.
+
+        ``decoded`` holds the decoder outputs in decoding order (coarse to fine,
+        ``decoded[-1]`` at full resolution).
+        """
+        return [head(features) for head, features in zip(self, reversed(decoded[:-1]))]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from femurseg.models.nets.blocks import LayerSpec, ResidualBlock, check_stages
+from femurseg.models.nets.blocks import DeepSupervisionHeads, LayerSpec, ResidualBlock, check_stages
 from femurseg.models.registry import NETS
 
 __all__ = ["UNet3d"]
@@ -88,9 +88,7 @@ class UNet3d(nn.Module):
             self.decoder.append(ResidualBlock(2 * channels[stage - 1], channels[stage - 1], norm=norm, act=act))
         self.head = nn.Conv3d(channels[0], out_channels, 1)
         # one auxiliary head per decoder output below full resolution, deepest excluded
-        self.aux_heads = nn.ModuleList(
-            nn.Conv3d(channels[stage], out_channels, 1) for stage in range(1, len(channels) - 1)
-        ) if deep_supervision else nn.ModuleList()
+        self.aux_heads = DeepSupervisionHeads(channels, out_channels, enabled=deep_supervision)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Map ``(B, C_in, D, H, W)`` to logits ``(B, C_out, D, H, W)``.
@@ -110,5 +108,4 @@ class UNet3d(nn.Module):
         if not (self.deep_supervision and self.training):
             return logits
         # decoded[-1] is full resolution; decoded[-2], ... are coarser
-        aux = [head(features) for head, features in zip(self.aux_heads, reversed(decoded[:-1]))]
-        return [logits, *aux]
+        return [logits, *self.aux_heads(decoded)]
