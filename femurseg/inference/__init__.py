@@ -1,0 +1,49 @@
+"""Inference: checkpoint ensembles → probabilities → clean label maps → output files.
+
+Modules, in data-flow order: :mod:`~femurseg.inference.checkpoints` (safe loading,
+compatibility, weight averaging), :mod:`~femurseg.inference.ensemble` (mean softmax
+over checkpoints and mirror flips, per window), :mod:`~femurseg.inference.predictor`
+(one scan: preprocess, sliding window, resample to the scan's grid, postprocess;
+``segment``), :mod:`~femurseg.inference.postprocess`, :mod:`~femurseg.inference.contours`,
+:mod:`~femurseg.inference.report`, :mod:`~femurseg.inference.qc`,
+:mod:`~femurseg.inference.writers`, :mod:`~femurseg.inference.cohort` (many scans,
+through ``Trainer.predict``) and :mod:`~femurseg.inference.command` (``femurseg segment``).
+
+Names are imported lazily so that ``import femurseg.inference`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "segment": "femurseg.inference.predictor",
+    "Predictor": "femurseg.inference.predictor",
+    "SegmentationResult": "femurseg.inference.predictor",
+    "InferenceSettings": "femurseg.inference.predictor",
+    "load_checkpoints": "femurseg.inference.checkpoints",
+    "CheckpointSet": "femurseg.inference.checkpoints",
+    "Postprocessing": "femurseg.inference.postprocess",
+    "postprocess": "femurseg.inference.postprocess",
+    "label_contours": "femurseg.inference.contours",
+    "contours_to_mask": "femurseg.inference.contours",
+    "Calibration": "femurseg.inference.report",
+    "compartment_report": "femurseg.inference.report",
+    "run_cohort": "femurseg.inference.cohort",
+    "main": "femurseg.inference.command",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'femurseg.inference' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

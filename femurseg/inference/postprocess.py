@@ -1,0 +1,205 @@
+"""From probabilities to a clean 0/1/2 label map.
+
+The ensemble's periosteal and endosteal probabilities are decoded into masks
+(:func:`decode_probabilities`), then :func:`postprocess` applies the anatomical
+priors of a femur:
+
+1. the periosteal mask keeps its largest connected component (26-connectivity), or
+   its two largest for a bilateral scan (each side's femur, the second kept only if
+   it holds at least ``min_side_fraction`` of the first's voxels);
+2. enclosed holes are filled (3D);
+3. the endosteal mask is forced inside the periosteal one, keeps, per femur, the
+   component that overlaps it most, and has its holes filled;
+4. a minimum cortical shell: the endosteal mask is cut back to the periosteal mask
+   eroded by ``min_cortex_mm`` (at least one voxel along every axis), so that the
+   cortical compartment is never zero-thickness. The scan's own edges do not count as
+   a surface (a shaft cut by the field of view stays open).
+
+Arrays are in SimpleITK's ``(z, y, x)`` order with the spacing given as ``(x, y, z)``
+mm, as ``sitk.GetArrayFromImage`` and ``image.GetSpacing()`` return them.
+
+Examples
+--------
+>>> periosteal = np.zeros((20, 20, 20), bool); periosteal[4:16, 4:16, 4:16] = True
+>>> label = postprocess(periosteal, periosteal.copy(), (1.0, 1.0, 1.0))
+>>> int((label == 2).sum()), int((label == 1).sum())    # a 1-voxel cortex remains
+(1000, 728)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["Postprocessing", "postprocess", "decode_probabilities", "largest_components", "shell_structure"]
+
+Decoding = Literal["threshold", "argmax"]
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """Postprocessing settings.
+
+    Parameters
+    ----------
+    largest_component
+        Keep only the largest periosteal component (two with ``bilateral``).
+    bilateral
+        Keep one femur per side: the two largest periosteal components.
+    min_side_fraction
+        With ``bilateral``, the second component is kept if it has at least this
+        fraction of the first's voxels.
+    fill_holes
+        Fill enclosed holes of both masks.
+    min_cortex_mm
+        Minimum cortical thickness in mm; ``0`` means one voxel along each axis
+        (the least that keeps the endosteal contour strictly inside).
+    """
+
+    largest_component: bool = True
+    bilateral: bool = False
+    min_side_fraction: float = 0.2
+    fill_holes: bool = True
+    min_cortex_mm: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, written to ``report.json``."""
+        return asdict(self)
+
+
+def decode_probabilities(
+    periosteal: np.ndarray, endosteal: np.ndarray, decoding: Decoding = "threshold"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks from the periosteal ``P(label ≥ 1)`` and endosteal ``P(label = 2)`` maps.
+
+    Parameters
+    ----------
+    periosteal, endosteal
+        Probability maps of the same shape.
+    decoding
+        ``threshold``: each map at 0.5 (two binary models); ``argmax``: the class of
+        highest probability among background ``1 - P``, cortical ``P - E`` and
+        trabecular ``E`` (one 3-class model).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Boolean periosteal and endosteal masks (endosteal not yet nested).
+    """
+    if periosteal.shape != endosteal.shape:
+        raise ValueError(f"probability maps differ in shape: {periosteal.shape} vs {endosteal.shape}")
+    if decoding == "threshold":
+        return periosteal > 0.5, endosteal > 0.5
+    if decoding == "argmax":
+        background = 1.0 - periosteal
+        cortical = periosteal - endosteal
+        trabecular_wins = (endosteal > cortical) & (endosteal > background)
+        cortical_wins = (cortical >= endosteal) & (cortical > background)
+        return cortical_wins | trabecular_wins, trabecular_wins
+    raise ValueError(f"unknown decoding {decoding!r}; valid: threshold, argmax")
+
+
+def largest_components(mask: np.ndarray, count: int = 1, min_fraction: float = 0.0) -> np.ndarray:
+    """Keep the ``count`` largest 26-connected components of a boolean mask.
+
+    Components after the first are kept only with at least ``min_fraction`` of
+    the first's size.
+    """
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n <= count and min_fraction == 0.0:
+        return mask.astype(bool, copy=True)
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(sizes)[::-1][:count]
+    keep = [i + 1 for i in order if sizes[i] >= min_fraction * sizes[order[0]]]
+    return np.isin(labels, keep)
+
+
+def shell_structure(spacing: Sequence[float], min_cortex_mm: float) -> np.ndarray:
+    """Ellipsoidal structuring element ``(z, y, x)`` for a shell of ``min_cortex_mm``.
+
+    Radii are ``ceil(min_cortex_mm / spacing)`` voxels per axis, at least one; with a
+    radius of one voxel on every axis it is the 6-connected cross.
+    """
+    radii = [max(1, math.ceil(min_cortex_mm / s - 1e-9)) for s in spacing[::-1]]
+    grids = np.ogrid[tuple(slice(-r, r + 1) for r in radii)]
+    distance = sum((g / r) ** 2 for g, r in zip(grids, radii))
+    return np.asarray(distance <= 1.0 + 1e-9)
+
+
+def postprocess(
+    periosteal: np.ndarray,
+    endosteal: np.ndarray,
+    spacing: Sequence[float],
+    settings: Postprocessing | None = None,
+) -> np.ndarray:
+    """Clean and nest the two masks into the 0/1/2 label map.
+
+    Parameters
+    ----------
+    periosteal, endosteal
+        Boolean masks ``(z, y, x)``.
+    spacing
+        Voxel spacing ``(x, y, z)`` in mm.
+    settings
+        See :class:`Postprocessing`; defaults when ``None``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` ``(z, y, x)``: 0 background, 1 cortical, 2 trabecular, with
+        trabecular ⊂ periosteal and a cortical shell of at least ``min_cortex_mm``.
+    """
+    settings = settings or Postprocessing()
+    if periosteal.shape != endosteal.shape:
+        raise ValueError(f"masks differ in shape: {periosteal.shape} vs {endosteal.shape}")
+    label = np.zeros(periosteal.shape, np.uint8)
+    if not periosteal.any():
+        return label
+    structure = shell_structure(spacing, settings.min_cortex_mm)
+    box = _bounding_box(periosteal, margin=max(structure.shape) // 2 + 1)
+    outer = periosteal[box].astype(bool)
+    inner = endosteal[box].astype(bool) & outer
+
+    if settings.largest_component:
+        count = 2 if settings.bilateral else 1
+        outer = largest_components(outer, count, settings.min_side_fraction if settings.bilateral else 0.0)
+    if settings.fill_holes:
+        outer = ndimage.binary_fill_holes(outer)
+    inner &= outer
+    if settings.largest_component:
+        inner = _main_inner_component(inner, outer)
+    if settings.fill_holes:
+        inner = ndimage.binary_fill_holes(inner)
+    # border_value=1: the field of view's edge is not a bone surface
+    inner &= ndimage.binary_erosion(outer, structure=structure, border_value=1)
+
+    label[box] = np.where(inner, 2, np.where(outer, 1, 0)).astype(np.uint8)
+    return label
+
+
+def _main_inner_component(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
+    """Per periosteal component, keep the endosteal component that overlaps it most."""
+    femurs, n_femurs = ndimage.label(outer, structure=np.ones((3, 3, 3), bool))
+    parts, n_parts = ndimage.label(inner, structure=np.ones((3, 3, 3), bool))
+    if n_parts <= 1:
+        return inner
+    keep = []
+    for femur in range(1, n_femurs + 1):
+        counts = np.bincount(parts[femurs == femur], minlength=n_parts + 1)[1:]
+        if counts.any():
+            keep.append(int(np.argmax(counts)) + 1)
+    return np.isin(parts, keep)
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        box.append(slice(max(0, int(present[0]) - margin), min(mask.shape[axis], int(present[-1]) + margin + 1)))
+    return tuple(box)

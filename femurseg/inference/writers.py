@@ -1,0 +1,154 @@
+"""Atomic writers of the outputs of ``femurseg segment`` (DESIGN.md §7).
+
+Per subject, everything is written into a hidden temporary folder beside the final
+one (``<out>/.<subject_id>.tmp-XXXX/``), which is renamed to ``<out>/<subject_id>/``
+only when every file is complete: a reader never sees a half-written subject, and a
+failure mid-subject leaves no ``<out>/<subject_id>/`` at all (a previous result is
+replaced only by a complete new one). Single files (cohort CSVs) are written to a
+temporary name and renamed.
+
+Files of a subject folder: ``segmentation.nii.gz``, ``contours.json``,
+``report.json``, ``qc.png``, and optionally ``probabilities.nii.gz`` (2 components:
+periosteal, endosteal) and ``uncertainty.nii.gz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+from femurseg.data.io import write_image
+
+__all__ = [
+    "SEGMENTATION_FILE", "CONTOURS_FILE", "REPORT_FILE", "QC_FILE", "PROBABILITIES_FILE", "UNCERTAINTY_FILE",
+    "atomic_write_text", "write_json", "write_csv", "subject_folder", "write_subject",
+    "SUMMARY_COLUMNS", "ERROR_COLUMNS",
+]
+
+SEGMENTATION_FILE = "segmentation.nii.gz"
+CONTOURS_FILE = "contours.json"
+REPORT_FILE = "report.json"
+QC_FILE = "qc.png"
+PROBABILITIES_FILE = "probabilities.nii.gz"
+UNCERTAINTY_FILE = "uncertainty.nii.gz"
+
+SUMMARY_COLUMNS = [
+    "subject_id", "image", "volume_periosteal_cm3", "volume_cortical_cm3", "volume_trabecular_cm3",
+    "mean_hu_periosteal", "mean_hu_cortical", "mean_hu_trabecular",
+    "vbmd_periosteal_mg_cm3", "vbmd_cortical_mg_cm3", "vbmd_trabecular_mg_cm3",
+    "bmc_periosteal_g", "uncertainty", "qc_flag", "seconds",
+]
+ERROR_COLUMNS = ["subject_id", "image", "error_type", "message"]
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """Write rows (missing keys empty, extra keys ignored) under a header, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
+    return atomic_write_text(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def subject_folder(output: str | os.PathLike[str], subject_id: str) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``<output>/<subject_id>/`` when the block succeeds.
+
+    On an exception the temporary folder is removed and an existing
+    ``<output>/<subject_id>/`` is left untouched.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{subject_id}.tmp-", dir=output))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    final = output / subject_id
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{subject_id}.old-", dir=output))
+        os.replace(final, old / subject_id)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def write_subject(
+    output: str | os.PathLike[str],
+    subject_id: str,
+    image: sitk.Image,
+    label: sitk.Image,
+    report: Mapping[str, Any],
+    contours: Mapping[str, Any],
+    probabilities: sitk.Image | None = None,
+    uncertainty: sitk.Image | None = None,
+    qc: bool = True,
+) -> Path:
+    """Write one subject's folder atomically and return its final path.
+
+    Parameters
+    ----------
+    output
+        Cohort output folder.
+    subject_id
+        Folder name (already validated as safe).
+    image
+        The scan in HU (for ``qc.png``).
+    label
+        0/1/2 ``uint8`` label map on the scan's grid.
+    report, contours
+        Contents of ``report.json`` and ``contours.json``.
+    probabilities, uncertainty
+        Optional maps on the scan's grid.
+    qc
+        Whether to draw ``qc.png``.
+    """
+    from femurseg.inference.qc import render_qc  # matplotlib only when drawing
+
+    with subject_folder(output, subject_id) as folder:
+        write_image(label, folder / SEGMENTATION_FILE)
+        write_json(folder / CONTOURS_FILE, contours)
+        if probabilities is not None:
+            write_image(probabilities, folder / PROBABILITIES_FILE)
+        if uncertainty is not None:
+            write_image(uncertainty, folder / UNCERTAINTY_FILE)
+        if qc:
+            volumes = report.get("volume_cm3", {})
+            title = f"{subject_id}: periosteal {volumes.get('periosteal', 0):.1f} cm³"
+            render_qc(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(label), label.GetSpacing(),
+                      folder / QC_FILE, title=title)
+        write_json(folder / REPORT_FILE, report)  # last: its presence marks a complete folder
+    return Path(output) / subject_id

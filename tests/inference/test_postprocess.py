@@ -1,0 +1,81 @@
+"""Postprocessing: components, holes, nesting and the minimum cortical shell."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess, shell_structure
+
+
+def _ball(shape, centre, radius, spacing=(1.0, 1.0, 1.0)):
+    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
+    return sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing[::-1])) <= radius**2
+
+
+def test_largest_component_holes_and_nesting():
+    outer = _ball((32, 32, 32), (16, 16, 12), 8)
+    outer |= _ball((32, 32, 32), (4, 4, 28), 2)          # a small false positive
+    outer &= ~_ball((32, 32, 32), (16, 16, 12), 2)       # an enclosed hole
+    inner = _ball((32, 32, 32), (16, 16, 12), 6) | _ball((32, 32, 32), (28, 28, 28), 2)  # one stray outside
+    label = postprocess(outer, inner, (1.0, 1.0, 1.0))
+    assert label.dtype == np.uint8 and set(np.unique(label)) == {0, 1, 2}
+    assert label[4, 4, 28] == 0 and label[28, 28, 28] == 0
+    assert label[16, 16, 12] == 2                      # hole filled, then trabecular
+    assert ndimage.label(label > 0, np.ones((3, 3, 3)))[1] == 1
+    assert not ((label == 2) & ~(label >= 1)).any()
+
+
+def test_endosteal_outside_or_touching_periosteal_is_cut_to_a_cortex():
+    outer = _ball((32, 32, 32), (16, 16, 16), 8)
+    inner = _ball((32, 32, 32), (16, 16, 16), 11)        # larger than the bone
+    label = postprocess(outer, inner, (1.0, 1.0, 1.0))
+    periosteal = label >= 1
+    assert (periosteal == outer).all()
+    # every trabecular voxel's 6 neighbours are bone: the cortex is at least one voxel
+    eroded = ndimage.binary_erosion(periosteal, structure=ndimage.generate_binary_structure(3, 1))
+    assert not ((label == 2) & ~eroded).any()
+    assert (label == 1).sum() > 0
+
+
+@pytest.mark.parametrize("spacing", [(0.5, 0.5, 2.0), (1.0, 1.0, 1.0)])
+def test_min_cortex_in_mm(spacing):
+    shape = (24, 48, 48)
+    outer = _ball(shape, (12, 24, 24), 10.0, spacing)
+    label = postprocess(outer, outer.copy(), spacing, Postprocessing(min_cortex_mm=1.5))
+    distance = ndimage.distance_transform_edt(label >= 1, sampling=spacing[::-1])
+    assert distance[label == 2].min() >= 1.5           # no trabecular voxel within 1.5 mm of the surface
+    assert shell_structure(spacing, 1.5).shape == tuple(2 * max(1, int(np.ceil(1.5 / s))) + 1 for s in spacing[::-1])
+
+
+def test_field_of_view_edge_is_not_a_surface():
+    outer = np.zeros((10, 16, 16), bool)
+    outer[:, 4:12, 4:12] = True                       # a shaft cut by the scan at both ends
+    label = postprocess(outer, outer.copy(), (1.0, 1.0, 1.0))
+    assert (label[0, 5:11, 5:11] == 2).all() and (label[-1, 5:11, 5:11] == 2).all()
+
+
+def test_bilateral_keeps_one_femur_per_side():
+    shape = (20, 20, 48)
+    outer = _ball(shape, (10, 10, 10), 6) | _ball(shape, (10, 10, 38), 5) | _ball(shape, (2, 2, 24), 1)
+    both = postprocess(outer, outer.copy(), (1.0, 1.0, 1.0), Postprocessing(bilateral=True))
+    one = postprocess(outer, outer.copy(), (1.0, 1.0, 1.0))
+    assert ndimage.label(both > 0, np.ones((3, 3, 3)))[1] == 2 and (both[..., 30:] == 2).any()
+    assert ndimage.label(one > 0, np.ones((3, 3, 3)))[1] == 1 and not (one[..., 30:] > 0).any()
+
+
+def test_empty_prediction_stays_empty():
+    empty = np.zeros((8, 8, 8), bool)
+    assert not postprocess(empty, empty, (1.0, 1.0, 1.0)).any()
+
+
+def test_decoding_threshold_and_argmax():
+    p = np.array([0.2, 0.6, 0.9, 0.9])
+    e = np.array([0.1, 0.1, 0.6, 0.3])
+    outer, inner = decode_probabilities(p, e, "threshold")
+    assert outer.tolist() == [False, True, True, True] and inner.tolist() == [False, False, True, False]
+    outer, inner = decode_probabilities(p, e, "argmax")   # classes (bg, cortical, trabecular)
+    assert outer.tolist() == [False, True, True, True] and inner.tolist() == [False, False, True, False]
+    with pytest.raises(ValueError, match="decoding"):
+        decode_probabilities(p, e, "vote")  # type: ignore[arg-type]
