@@ -7,7 +7,8 @@ rebuild the exact model without unpickling code (``checkpoint["femurseg"]``).
 
 from __future__ import annotations
 
-import math
+import copy
+import inspect
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -16,9 +17,12 @@ import torch
 import torch.nn.functional as F
 import torchio as tio
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpoint_layout, update_ema
 from femurseg.models.registry import LOSSES, NETS
+from femurseg.models.schedules import Schedule, lr_factor
 
 __all__ = ["SegmentationModule", "Target", "TARGET_CLASSES", "make_target", "adamw"]
 
@@ -87,6 +91,24 @@ class SegmentationModule(pl.LightningModule):
         Fractional overlap of validation windows.
     val_batch_size
         Windows evaluated at once.
+    ema_decay
+        If set (e.g. ``0.999``), keep an exponential moving average of the net's
+        weights (:mod:`femurseg.models.ema`); validation uses it and checkpoints
+        save it as the inference weights ``net.*`` (optimised weights:
+        ``train_net.*``).
+    compile
+        ``torch.compile`` the net (in place, :meth:`torch.nn.Module.compile`, so
+        state-dict keys do not change) when training or validation starts.
+    compile_kwargs
+        Keyword arguments of the compile call, e.g. ``{"mode": "max-autotune"}``.
+    channels_last
+        Keep weights and inputs in ``channels_last_3d`` memory format (faster
+        convolutions with cuDNN under ``16-mixed``/``bf16-mixed`` on recent GPUs;
+        measure before using it on CPU).
+
+    Gradient clipping and precision are Trainer options
+    (``--trainer.gradient_clip_val 12``, ``--trainer.precision bf16-mixed``); see
+    ``docs/models.md``.
 
     Examples
     --------
@@ -103,39 +125,71 @@ class SegmentationModule(pl.LightningModule):
         loss: str = "dice_ce",
         loss_kwargs: dict[str, Any] | None = None,
         optimizer: OptimizerCallable = adamw,
-        schedule: Literal["poly", "cosine", "constant"] = "poly",
+        schedule: Schedule = "poly",
         warmup_steps: int = 0,
         deep_supervision_decay: float = 0.5,
         patch_size: int | tuple[int, int, int] = 96,
         val_overlap: float = 0.5,
         val_batch_size: int = 2,
+        ema_decay: float | None = None,
+        compile: bool = False,
+        compile_kwargs: dict[str, Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if target not in TARGET_CLASSES:
             raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGET_CLASSES)}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
         self.save_hyperparameters(ignore=["optimizer"])
         self.classes = TARGET_CLASSES[target]
+        self.patch_size = _triple(patch_size)
         self.net_kwargs = {**(net_kwargs or {}), "in_channels": 1, "out_channels": len(self.classes)}
+        if "patch_size" not in self.net_kwargs and "patch_size" in inspect.signature(NETS.get(net)).parameters:
+            self.net_kwargs["patch_size"] = self.patch_size  # nets that plan their topology (dynunet3d)
         self.net: nn.Module = NETS.create(net, **self.net_kwargs)
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        self.ema_net: nn.Module | None = None
+        if ema_decay is not None:
+            self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
         self.loss_fn: nn.Module = LOSSES.create(loss, **(loss_kwargs or {}))
         self.optimizer_factory = optimizer
-        self.patch_size = _triple(patch_size)
         self.preprocessing: dict[str, Any] | None = None
         self.val_scores: dict[str, dict[str, float]] = {}
 
+    @property
+    def inference_net(self) -> nn.Module:
+        """The weights to predict with: the EMA copy when enabled, else ``net``."""
+        return self.ema_net if self.ema_net is not None else self.net
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, C, W, H, D)`` for a batch of preprocessed images (one output in eval)."""
-        out = self.net(x)
+        """Logits ``(B, C, W, H, D)`` of :attr:`inference_net` (full-resolution output only)."""
+        out = self.inference_net(x.contiguous(memory_format=self.memory_format))
         return out[0] if isinstance(out, (list, tuple)) else out
+
+    def configure_model(self) -> None:
+        """Compile the net(s) in place once, if ``compile`` is set."""
+        if not self.hparams.compile or getattr(self, "_compiled", False):
+            return
+        for net in (self.net, self.ema_net):
+            if net is not None:
+                net.compile(**(self.hparams.compile_kwargs or {}))
+        self._compiled = True
 
     # training ---------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         image = batch["image"][tio.DATA]
         target = make_target(batch["label"][tio.DATA][:, 0], self.hparams.target)
-        outputs = self.net(image)
+        outputs = self.net(image.contiguous(memory_format=self.memory_format))
         loss = self.supervised_loss(outputs, target)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=image.shape[0])
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Update the EMA weights after the optimizer step."""
+        if self.ema_net is not None:
+            update_ema(self.ema_net, self.net, ema_decay_at(self.hparams.ema_decay, self.global_step))
 
     def supervised_loss(self, outputs: torch.Tensor | list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """Loss over one output or, with deep supervision, a weighted sum over scales.
@@ -211,22 +265,12 @@ class SegmentationModule(pl.LightningModule):
 
     # optimisation -----------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.net.parameters())
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = self.hparams.warmup_steps
-        schedule = self.hparams.schedule
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            if schedule == "poly":
-                return (1 - progress) ** 0.9
-            if schedule == "cosine":
-                return 0.5 * (1 + math.cos(math.pi * progress))
-            return 1.0
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        warmup, schedule = self.hparams.warmup_steps, self.hparams.schedule
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total, schedule=schedule, warmup_steps=warmup)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # checkpoint metadata ----------------------------------------------------
@@ -234,9 +278,20 @@ class SegmentationModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "preprocessing"):
             self.preprocessing = datamodule.preprocessing.to_dict()
+        precision = str(self.trainer.precision)
+        if precision.startswith("bf16") and self.device.type == "cpu" and not cpu_has_fast_bf16():
+            rank_zero_warn(
+                "bf16 on this CPU (no AVX-512 BF16/AMX) runs convolutions far slower than fp32 "
+                "(measured ~100x on an AVX2 machine): use --trainer.precision 32-true on CPU"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store plain-data metadata that rebuilds the net without unpickling code."""
+        """Store plain-data metadata that rebuilds the net without unpickling code.
+
+        ``state_dict["net.*"]`` always holds the weights to predict with (the EMA
+        weights when ``ema_decay`` is set; see :mod:`femurseg.models.ema`).
+        """
+        to_checkpoint_layout(checkpoint["state_dict"])
         checkpoint["femurseg"] = {
             "format_version": CHECKPOINT_FORMAT,
             "target": self.hparams.target,
@@ -245,10 +300,21 @@ class SegmentationModule(pl.LightningModule):
             "net_kwargs": _plain(self.net_kwargs),
             "preprocessing": self.preprocessing,
             "patch_size": list(self.patch_size),
+            "ema_decay": self.hparams.ema_decay,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.preprocessing = checkpoint.get("femurseg", {}).get("preprocessing")
+        if "state_dict" in checkpoint:
+            from_checkpoint_layout(checkpoint["state_dict"], keep_ema=self.ema_net is not None)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN reports native bf16 on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _triple(value: int | tuple[int, ...] | list[int]) -> tuple[int, int, int]:
