@@ -1,7 +1,7 @@
 """``FemurDataModule``: manifest → preprocessed TorchIO subjects → patch queue.
 
-Training patches come from a ``tio.Queue`` fed by a ``LabelSampler`` (foreground
-weighted); validation sees whole preprocessed volumes, one subject per batch,
+Training patches come from a ``tio.Queue`` fed by a :class:`ClassBalancedSampler`
+(foreground weighted, ``label_probabilities`` per class); validation sees whole preprocessed volumes, one subject per batch,
 evaluated by the module with a sliding window. Under DDP each rank's queue reads a
 disjoint share of the training subjects (a ``DistributedSampler`` given to the
 queue as ``subject_sampler``), reshuffled every epoch.
@@ -33,6 +33,7 @@ from femurseg.data.folds import load_or_create_splits, select_fold
 from femurseg.data.io import read_image, read_label
 from femurseg.data.manifest import ManifestRecord, read_manifest
 from femurseg.data.preprocess import Preprocessing, crop_to_label, preprocess_image, preprocess_label
+from femurseg.data.sampling import ClassBalancedSampler
 from femurseg.data.validate import DEFAULT_MAX_VOXELS, ValidationSettings, validate_manifest
 from femurseg.errors import DataError
 
@@ -249,9 +250,7 @@ class FemurDataModule(pl.LightningDataModule):
         subject_sampler = DistributedSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.hparams.split_seed
         )
-        sampler = tio.LabelSampler(
-            self.patch_size, label_name="label", label_probabilities=self.label_probabilities
-        )
+        sampler = ClassBalancedSampler(self.patch_size, "label", self.label_probabilities)
         queue = tio.Queue(
             dataset,
             max_length=self.hparams.queue_length,
