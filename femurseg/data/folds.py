@@ -14,6 +14,7 @@ Examples
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from femurseg.errors import ManifestError
 __all__ = ["make_splits", "load_or_create_splits", "select_fold", "Fold"]
 
 Fold = int | str
+
+log = logging.getLogger(__name__)
 
 
 def _by_group(subjects: Sequence[str], groups: Sequence[str | None], rng: np.random.Generator) -> list[list[str]]:
@@ -126,8 +129,22 @@ def load_or_create_splits(
     """
     path = Path(path)
     if path.exists():
-        splits = json.loads(path.read_text())
-        stored = set(splits["test"]) | {s for fold in splits["folds"] for s in fold["train"] + fold["val"]}
+        try:
+            splits = json.loads(path.read_text())
+            stored_sets = [splits["test"]] + [fold[part] for fold in splits["folds"] for part in ("train", "val")]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ManifestError(
+                f"{path}: not a valid splits file ({error}); restore it, or delete it to re-split "
+                "(which invalidates comparisons with earlier folds)"
+            ) from error
+        requested = {"num_folds": num_folds, "test_fraction": test_fraction, "seed": seed}
+        differing = {k: (splits.get(k), v) for k, v in requested.items() if k in splits and splits[k] != v}
+        if differing:
+            log.warning(
+                "%s was made with %s; it is reused as it is (a split is never regenerated silently)",
+                path, ", ".join(f"{k}={old} (not {new})" for k, (old, new) in differing.items()),
+            )
+        stored = {s for subjects_ in stored_sets for s in subjects_}
         current = set(subjects)
         if stored != current:
             added, removed = sorted(current - stored), sorted(stored - current)

@@ -61,3 +61,31 @@ def test_select_fold_and_all():
     assert none == [] and len(everyone) == 17
     with pytest.raises(ValueError, match="folds 0-3"):
         select_fold(splits, 4)
+
+
+def test_reuse_with_other_settings_warns(tmp_path, caplog):
+    path = tmp_path / "splits.json"
+    load_or_create_splits(path, SUBJECTS[:20], num_folds=4, seed=0)
+    with caplog.at_level("WARNING", logger="femurseg.data.folds"):
+        load_or_create_splits(path, SUBJECTS[:20], num_folds=5, seed=0)
+    assert "num_folds=4 (not 5)" in caplog.text
+
+
+def test_corrupt_split_file_is_an_error_that_says_what_to_do(tmp_path):
+    path = tmp_path / "splits.json"
+    path.write_text('{"test": []')
+    with pytest.raises(ManifestError, match="not a valid splits file.*delete it to re-split"):
+        load_or_create_splits(path, SUBJECTS[:20], num_folds=4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_non_test_subject_validates_exactly_once_with_groups(seed):
+    groups = [("a", "b", "c")[i % 3] if i < 60 else "d" for i in range(100)]
+    splits = make_splits(SUBJECTS, groups, num_folds=7, test_fraction=0.1, seed=seed)
+    vals = [s for fold in splits["folds"] for s in fold["val"]]
+    assert sorted(vals) == sorted(set(SUBJECTS) - set(splits["test"])) and len(vals) == len(set(vals))
+    group_of = dict(zip(SUBJECTS, groups))
+    assert sum(group_of[s] == "d" for s in splits["test"]) == 4  # 40 % of 10
+    for fold in splits["folds"]:
+        share = sum(group_of[s] == "d" for s in fold["val"])
+        assert share in (5, 6)  # 36 "d" over 7 folds
