@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 import torchio as tio
 
-__all__ = ["Preset", "PRESETS", "make_augmentation", "RandomGainOffset"]
+__all__ = ["Preset", "PRESETS", "make_augmentation", "RandomGainOffset", "LabelToUint8"]
 
 Preset = Literal["none", "light", "default", "heavy"]
 PRESETS: tuple[str, ...] = ("none", "light", "default", "heavy")
@@ -43,6 +43,16 @@ class RandomGainOffset(tio.IntensityTransform):
         return subject
 
 
+class LabelToUint8(tio.Transform):
+    """Cast label maps back to ``uint8`` (TorchIO's spatial transforms return float labels)."""
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:  # noqa: D102
+        for image in subject.get_images(intensity_only=False):
+            if isinstance(image, tio.LabelMap) and image.data.dtype != torch.uint8:
+                image.set_data(image.data.round().to(torch.uint8))
+        return subject
+
+
 def make_augmentation(preset: Preset | str) -> tio.Transform | None:
     """Build the augmentation pipeline of a preset.
 
@@ -52,7 +62,7 @@ def make_augmentation(preset: Preset | str) -> tio.Transform | None:
         ``none``: nothing. ``light``: left/right mirroring and a small affine.
         ``default``: mirroring, affine (±10 %, ±10°), HU gain/offset, noise, blur.
         ``heavy``: ``default`` plus elastic deformation, thick-slice simulation
-        (anisotropic resolution).
+        (anisotropic resolution). Every pipeline ends by casting labels back to ``uint8``.
 
     Returns
     -------
@@ -66,7 +76,8 @@ def make_augmentation(preset: Preset | str) -> tio.Transform | None:
     # axis 0 of a canonical image is left-right: mirroring swaps left and right femora
     mirror = tio.RandomFlip(axes=(0,), flip_probability=0.5)
     if preset == "light":
-        return tio.Compose([mirror, tio.RandomAffine(scales=0.05, degrees=5, p=0.5, default_pad_value="minimum")])
+        affine = tio.RandomAffine(scales=0.05, degrees=5, p=0.5, default_pad_value="minimum")
+        return tio.Compose([mirror, affine, LabelToUint8()])
     transforms: list[tio.Transform] = [
         mirror,
         tio.RandomAffine(scales=0.1, degrees=10, translation=0, p=0.7, default_pad_value="minimum"),
@@ -79,4 +90,4 @@ def make_augmentation(preset: Preset | str) -> tio.Transform | None:
             tio.RandomElasticDeformation(num_control_points=7, max_displacement=4, p=0.3),
             tio.RandomAnisotropy(axes=(2,), downsampling=(1.5, 3), p=0.25),
         ]
-    return tio.Compose(transforms)
+    return tio.Compose([*transforms, LabelToUint8()])

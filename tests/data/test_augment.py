@@ -1,0 +1,69 @@
+"""Augmentation presets: shapes kept, labels stay 0/1/2, seeded determinism, gain/offset as specified."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchio as tio
+
+from femurseg.data.augment import PRESETS, RandomGainOffset, make_augmentation
+
+
+def subject(size: int = 40) -> tio.Subject:
+    label = torch.zeros(1, size, size, size, dtype=torch.uint8)
+    label[:, 10:30, 12:28, 5:35] = 1
+    label[:, 14:26, 16:24, 8:32] = 2
+    image = torch.where(label == 2, 0.3, torch.where(label == 1, 0.8, -0.6)) + 0.01 * torch.randn(label.shape)
+    affine = torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0])).numpy()
+    return tio.Subject(image=tio.ScalarImage(tensor=image.float(), affine=affine),
+                       label=tio.LabelMap(tensor=label, affine=affine), subject_id="s")
+
+
+def test_presets_are_the_documented_ones():
+    assert PRESETS == ("none", "light", "default", "heavy")
+    assert make_augmentation("none") is None
+    with pytest.raises(ValueError, match="valid: none, light, default, heavy"):
+        make_augmentation("extreme")
+
+
+def test_heavy_contains_every_augmentation_of_the_issue():
+    names = {type(t).__name__ for t in make_augmentation("heavy")}
+    assert names == {"RandomFlip", "RandomAffine", "RandomGainOffset", "RandomNoise", "RandomBlur",
+                     "RandomElasticDeformation", "RandomAnisotropy", "LabelToUint8"}
+
+
+@pytest.mark.parametrize("preset", ["light", "default", "heavy"])
+def test_preset_keeps_shapes_and_label_values_and_is_seeded(preset):
+    torch.manual_seed(0)
+    original = subject()
+    transform = make_augmentation(preset)
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        outputs.append(transform(original))
+    out = outputs[0]
+    assert out["image"].shape == original["image"].shape == out["label"].shape
+    assert out["image"].data.dtype == torch.float32 and out["label"].data.dtype == torch.uint8
+    assert set(torch.unique(out["label"].data).tolist()) <= {0, 1, 2}
+    assert torch.equal(outputs[0]["image"].data, outputs[1]["image"].data)
+    assert torch.equal(outputs[0]["label"].data, outputs[1]["label"].data)
+    torch.manual_seed(124)
+    changed = [not torch.equal(transform(original)["image"].data, out["image"].data) for _ in range(3)]
+    assert any(changed)
+
+
+def test_gain_scales_and_offset_shifts_only_the_image():
+    original = subject()
+    x = original["image"].data
+    for seed in range(5):
+        torch.manual_seed(seed)
+        gained = RandomGainOffset(gain=0.1, offset=0.0)(original)
+        ratio = gained["image"].data / x
+        assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), atol=1e-5)
+        assert 0.9 <= float(ratio.flatten()[0]) <= 1.1
+        torch.manual_seed(seed)
+        shifted = RandomGainOffset(gain=0.0, offset=0.02)(original)
+        delta = shifted["image"].data - x
+        assert torch.allclose(delta, delta.flatten()[0].expand_as(delta), atol=1e-6)
+        assert abs(float(delta.flatten()[0])) <= 0.02
+        assert torch.equal(shifted["label"].data, original["label"].data)
