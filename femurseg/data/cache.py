@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torchio as tio
 
