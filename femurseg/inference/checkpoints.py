@@ -1,0 +1,287 @@
+"""Checkpoint sets: safe loading, compatibility checks and weight averaging.
+
+A checkpoint written by :class:`femurseg.models.SegmentationModule` carries, beside
+Lightning's keys, plain metadata ``checkpoint["femurseg"]`` (target, net name and
+keyword arguments, preprocessing, patch size, classes) and the weights under
+``state_dict`` with the prefix ``net.``. Checkpoints are read with
+``torch.load(weights_only=True)``: no code is unpickled, and a file that needs
+arbitrary objects is refused. Networks are rebuilt from the metadata through the
+``NETS`` registry.
+
+A set is either binary models of both contours (``periosteal`` and ``endosteal``
+targets) or 3-class ``compartments`` models; every member must share the
+preprocessing settings. Anything else is a :class:`~femurseg.errors.CheckpointError`.
+
+Examples
+--------
+>>> checkpoints = load_checkpoints(periosteal=["p0.ckpt", "p1.ckpt"], endosteal=["e0.ckpt"])  # doctest: +SKIP
+>>> checkpoints.kind, len(checkpoints.periosteal)                                          # doctest: +SKIP
+('binary', 2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from femurseg.data.preprocess import Preprocessing
+from femurseg.errors import CheckpointError
+
+__all__ = ["CheckpointInfo", "CheckpointSet", "read_checkpoint", "load_checkpoints", "build_net", "average_weights"]
+
+FORMAT_VERSION = 1
+TARGETS = ("periosteal", "endosteal", "compartments")
+_OUT_CHANNELS = {"periosteal": 2, "endosteal": 2, "compartments": 3}
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One checkpoint's metadata and network weights.
+
+    Attributes
+    ----------
+    path
+        The file (or a description, for averaged weights).
+    target
+        ``periosteal``, ``endosteal`` or ``compartments``.
+    net, net_kwargs
+        Registry name (or dotted path) and keyword arguments of the network.
+    preprocessing
+        The settings the network was trained with.
+    patch_size
+        Training patch size, in the network's axis order.
+    state_dict
+        Network weights (``net.`` prefix removed).
+    sha256
+        Digest of the file, for the report.
+    """
+
+    path: str
+    target: str
+    net: str
+    net_kwargs: dict[str, Any]
+    preprocessing: Preprocessing
+    patch_size: tuple[int, int, int]
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    sha256: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data description for ``report.json``."""
+        return {"path": self.path, "target": self.target, "net": self.net, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class CheckpointSet:
+    """A compatible ensemble: binary ``periosteal`` + ``endosteal`` members, or ``compartments`` members."""
+
+    periosteal: tuple[CheckpointInfo, ...] = ()
+    endosteal: tuple[CheckpointInfo, ...] = ()
+    compartments: tuple[CheckpointInfo, ...] = ()
+
+    @property
+    def kind(self) -> Literal["binary", "compartments"]:
+        return "compartments" if self.compartments else "binary"
+
+    @property
+    def members(self) -> tuple[CheckpointInfo, ...]:
+        return self.periosteal + self.endosteal + self.compartments
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.members[0].preprocessing
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """The window size: the first member's training patch size."""
+        return self.members[0].patch_size
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [m.describe() for m in self.members]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
+    """Read one checkpoint safely.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, needs unpickling of arbitrary objects, lacks the
+        ``femurseg`` metadata, has an unknown format version or target, or has no
+        network weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: file not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {path}: cannot be loaded safely (weights_only): {first}") from error
+    meta = checkpoint.get("femurseg") if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: no 'femurseg' metadata; was it written by SegmentationModule?")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path}: format version {meta.get('format_version')!r}, this femurseg reads {FORMAT_VERSION}"
+        )
+    target = meta.get("target")
+    if target not in TARGETS:
+        raise CheckpointError(f"checkpoint {path}: unknown target {target!r}; valid: {', '.join(TARGETS)}")
+    if meta.get("preprocessing") is None:
+        raise CheckpointError(f"checkpoint {path}: no preprocessing settings (trained without a data module?)")
+    state = {k[len("net."):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("net.")}
+    if not state:
+        raise CheckpointError(f"checkpoint {path}: no network weights (state_dict keys 'net.*')")
+    try:
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        patch = tuple(int(p) for p in meta["patch_size"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: invalid metadata ({error})") from error
+    if len(patch) != 3:
+        raise CheckpointError(f"checkpoint {path}: patch_size {meta['patch_size']} is not three ints")
+    return CheckpointInfo(
+        path=str(path), target=target, net=str(meta["net"]), net_kwargs=dict(meta.get("net_kwargs") or {}),
+        preprocessing=preprocessing, patch_size=patch, state_dict=state, sha256=_sha256(path),  # type: ignore[arg-type]
+    )
+
+
+def build_net(info: CheckpointInfo) -> nn.Module:
+    """Rebuild the network of a checkpoint, load its weights and put it in eval mode.
+
+    Raises
+    ------
+    CheckpointError
+        If the net is unknown, its arguments are invalid, the weights do not fit,
+        or its output channels do not match the target.
+    """
+    from femurseg.models import NETS  # the registry is filled on import
+
+    kwargs = {**info.net_kwargs, "deep_supervision": False} if "deep_supervision" in info.net_kwargs else info.net_kwargs
+    try:
+        net = NETS.create(info.net, **kwargs)
+    except (KeyError, ImportError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {info.path}: cannot build net {info.net!r}: {error}") from error
+    missing, unexpected = net.load_state_dict(info.state_dict, strict=False)
+    extra = [k for k in unexpected if not k.startswith("aux_heads.")]  # deep-supervision heads are unused
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint {info.path}: weights do not fit net {info.net!r} (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    expected = _OUT_CHANNELS[info.target]
+    if int(info.net_kwargs.get("out_channels", expected)) != expected:
+        raise CheckpointError(
+            f"checkpoint {info.path}: target {info.target!r} needs {expected} output channels, "
+            f"net has {info.net_kwargs.get('out_channels')}"
+        )
+    return net.eval()
+
+
+def average_weights(members: Sequence[CheckpointInfo]) -> CheckpointInfo:
+    """One checkpoint whose weights are the mean of ``members`` (same net and arguments).
+
+    Raises
+    ------
+    CheckpointError
+        If the members differ in target, network, arguments or weight shapes.
+    """
+    first = members[0]
+    for other in members[1:]:
+        if (other.target, other.net, other.net_kwargs) != (first.target, first.net, first.net_kwargs):
+            raise CheckpointError(
+                f"cannot average weights of {first.path} and {other.path}: target, net or net_kwargs differ"
+            )
+        if other.state_dict.keys() != first.state_dict.keys() or any(
+            other.state_dict[k].shape != v.shape for k, v in first.state_dict.items()
+        ):
+            raise CheckpointError(f"cannot average weights of {first.path} and {other.path}: weight shapes differ")
+    state = {}
+    for key, value in first.state_dict.items():
+        if value.is_floating_point():
+            state[key] = torch.stack([m.state_dict[key].float() for m in members]).mean(0).to(value.dtype)
+        else:
+            state[key] = value.clone()
+    return CheckpointInfo(
+        path=f"mean of {len(members)}: " + ", ".join(m.path for m in members), target=first.target, net=first.net,
+        net_kwargs=first.net_kwargs, preprocessing=first.preprocessing, patch_size=first.patch_size,
+        state_dict=state, sha256="",
+    )
+
+
+def load_checkpoints(
+    checkpoints: Sequence[str | os.PathLike[str]] | None = None,
+    periosteal: Sequence[str | os.PathLike[str]] | None = None,
+    endosteal: Sequence[str | os.PathLike[str]] | None = None,
+    average: bool = False,
+) -> CheckpointSet:
+    """Load and check an ensemble.
+
+    Parameters
+    ----------
+    checkpoints
+        Checkpoints of any target, grouped by the target each one records.
+    periosteal, endosteal
+        Checkpoints that must have these targets.
+    average
+        Replace each target's members by one network with averaged weights
+        (fold checkpoints of one configuration).
+
+    Raises
+    ------
+    CheckpointError
+        If no checkpoint is given, a file cannot be read, a checkpoint given as
+        ``periosteal``/``endosteal`` has another target, ``compartments`` are mixed
+        with binary targets, one contour is missing, or preprocessing differs.
+    """
+    groups: dict[str, list[CheckpointInfo]] = {t: [] for t in TARGETS}
+    for path in checkpoints or ():
+        info = read_checkpoint(path)
+        groups[info.target].append(info)
+    for role, paths in (("periosteal", periosteal), ("endosteal", endosteal)):
+        for path in paths or ():
+            info = read_checkpoint(path)
+            if info.target != role:
+                raise CheckpointError(f"checkpoint {path}: given as {role} but trained for target {info.target!r}")
+            groups[role].append(info)
+    members = [m for t in TARGETS for m in groups[t]]
+    if not members:
+        raise CheckpointError("no checkpoints given (--checkpoints, or --periosteal and --endosteal)")
+    if groups["compartments"] and (groups["periosteal"] or groups["endosteal"]):
+        raise CheckpointError(
+            "cannot mix 3-class 'compartments' checkpoints with binary periosteal/endosteal ones: "
+            f"{groups['compartments'][0].path} and {(groups['periosteal'] + groups['endosteal'])[0].path}"
+        )
+    if not groups["compartments"]:
+        for role, other in (("periosteal", "endosteal"), ("endosteal", "periosteal")):
+            if not groups[role]:
+                raise CheckpointError(
+                    f"{other} checkpoints ({groups[other][0].path}) need {role} checkpoints too, "
+                    f"or use one 3-class 'compartments' set"
+                )
+    reference = members[0]
+    for info in members[1:]:
+        if info.preprocessing != reference.preprocessing:
+            mine, theirs = info.preprocessing.to_dict(), reference.preprocessing.to_dict()
+            keys = [k for k in mine if mine[k] != theirs.get(k)]
+            raise CheckpointError(
+                f"checkpoints {reference.path} and {info.path} were trained with different preprocessing "
+                f"({', '.join(f'{k}: {theirs.get(k)} vs {mine[k]}' for k in keys)}); an ensemble needs one"
+            )
+    if average:
+        groups = {t: [average_weights(g)] if len(g) > 1 else g for t, g in groups.items()}
+    return CheckpointSet(*(tuple(groups[t]) for t in TARGETS))

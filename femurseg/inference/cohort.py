@@ -1,0 +1,272 @@
+"""Segment a cohort through ``Trainer.predict``: many scans, any number of devices.
+
+The inputs (one scan, a folder of scans, or a manifest) become a dataset of
+:class:`ScanInput`; :class:`PredictionModule` (a ``LightningModule`` holding the
+ensemble) segments one scan per ``predict_step``, and :class:`SubjectWriter` (a
+``BasePredictionWriter``) writes each subject's folder atomically from the rank that
+segmented it. Under DDP Lightning gives each rank its own subjects (no repeats).
+
+A scan that fails (unreadable, not 3D, an error while writing) is recorded and
+skipped; the others finish. At the end rank 0 writes ``summary.csv`` (one row per
+segmented subject) and ``errors.csv`` (one row per failed subject, always written,
+possibly empty). :func:`run_cohort` returns the number of failures.
+
+Examples
+--------
+>>> inputs = discover_inputs("scans/")                                            # doctest: +SKIP
+>>> failed = run_cohort(inputs, "out/", predictor, trainer_kwargs={"devices": 2})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset
+
+from femurseg.data.io import read_image
+from femurseg.data.manifest import check_subject_id, read_manifest
+from femurseg.errors import DataError, FemursegError
+from femurseg.inference.predictor import Predictor, SegmentationResult, scan_name
+from femurseg.inference.writers import ERROR_COLUMNS, SUMMARY_COLUMNS, write_csv
+
+__all__ = ["ScanInput", "SubjectOutcome", "discover_inputs", "PredictionModule", "SubjectWriter", "run_cohort"]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: errors that fail one subject; anything else (e.g. MemoryError, a bug) stops the run
+SUBJECT_ERRORS = (FemursegError, RuntimeError, ValueError, OSError)
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    """One scan to segment: its output name and its file or DICOM folder."""
+
+    subject_id: str
+    path: Path
+
+
+@dataclass
+class SubjectOutcome:
+    """What ``predict_step`` returns: a result, or the error that stopped the subject."""
+
+    scan: ScanInput
+    result: SegmentationResult | None = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+
+def _safe_id(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-") or "scan"
+    return cleaned.replace("..", "_")
+
+
+def discover_inputs(source: str | os.PathLike[str]) -> list[ScanInput]:
+    """The scans of a file, a folder or a manifest.
+
+    - ``*.csv``: a manifest (DESIGN.md §4; references are not needed);
+    - a folder with image files (NIfTI, NRRD, MHA/MHD) or sub-folders: one scan per
+      file and per sub-folder (read as a DICOM series), sorted by name;
+    - a folder with neither (e.g. only ``.dcm`` files): one DICOM series;
+    - any other file: one scan.
+
+    Raises
+    ------
+    DataError
+        If the path does not exist, two scans get the same name, or a folder holds no scan.
+    ManifestError
+        If the manifest is invalid.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"input {source}: not found")
+    if source.is_file() and source.suffix.lower() == ".csv":
+        return [ScanInput(r.subject_id, r.image) for r in read_manifest(source, require_reference=False)]
+    if source.is_file():
+        return [ScanInput(_safe_id(scan_name(source)), source)]
+    entries = sorted(p for p in source.iterdir() if not p.name.startswith("."))
+    scans = [p for p in entries if p.is_dir() or (p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))]
+    if not scans:
+        if any(p.is_file() for p in entries):
+            return [ScanInput(_safe_id(source.name), source)]
+        raise DataError(f"input {source}: folder holds no scans")
+    inputs = [ScanInput(_safe_id(scan_name(p)), p) for p in scans]
+    seen: dict[str, Path] = {}
+    for item in inputs:
+        if item.subject_id in seen:
+            raise DataError(f"input {source}: {seen[item.subject_id].name} and {item.path.name} both map to "
+                            f"subject id {item.subject_id!r}")
+        seen[item.subject_id] = item.path
+    return inputs
+
+
+class _Scans(Dataset):
+    def __init__(self, inputs: Sequence[ScanInput]) -> None:
+        self.inputs = list(inputs)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> ScanInput:
+        return self.inputs[index]
+
+
+def _single(batch: list[ScanInput]) -> ScanInput:
+    return batch[0]
+
+
+class PredictionModule(pl.LightningModule):
+    """``Trainer.predict`` wrapper: one scan per step, read and segmented on this rank's device.
+
+    Parameters
+    ----------
+    predictor
+        The ensemble; its network becomes a submodule, so Lightning moves it to the device.
+    """
+
+    def __init__(self, predictor: Predictor) -> None:
+        super().__init__()
+        self.predictor = predictor
+        self.network = predictor.network
+
+    def transfer_batch_to_device(self, batch: ScanInput, device: Any, dataloader_idx: int) -> ScanInput:
+        """A batch is a file reference; the scan is read inside the step."""
+        return batch
+
+    def predict_step(self, batch: ScanInput, batch_idx: int, dataloader_idx: int = 0) -> SubjectOutcome:
+        start = time.perf_counter()
+        try:
+            image = read_image(batch.path)
+            result = self.predictor.predict(image, batch.subject_id, str(batch.path))
+        except SUBJECT_ERRORS as error:
+            return SubjectOutcome(batch, error=error, seconds=time.perf_counter() - start)
+        return SubjectOutcome(batch, result=result, seconds=time.perf_counter() - start)
+
+
+class SubjectWriter(BasePredictionWriter):
+    """Writes each subject's folder when its step ends; rank 0 writes the cohort CSVs at the end.
+
+    Parameters
+    ----------
+    output
+        Cohort output folder.
+    qc
+        Whether to draw ``qc.png``.
+    """
+
+    def __init__(self, output: str | os.PathLike[str], qc: bool = True) -> None:
+        super().__init__(write_interval="batch")
+        self.output = Path(output)
+        self.qc = qc
+        self.rows: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.failed = 0
+        self._parts: Path | None = None
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.rows, self.errors = [], []
+        token = trainer.strategy.broadcast(f"{os.getpid()}-{time.time_ns()}")
+        self._parts = self.output / f".parts-{token}"
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: SubjectOutcome,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        outcome = prediction
+        if outcome.result is not None:
+            try:
+                outcome.result.write(self.output, qc=self.qc)
+            except SUBJECT_ERRORS as error:
+                outcome.error = error
+        if outcome.error is not None:
+            self.errors.append(_error_row(outcome))
+        else:
+            self.rows.append(_summary_row(outcome))
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self._parts is not None
+        self._parts.mkdir(parents=True, exist_ok=True)
+        part = self._parts / f"rank{trainer.global_rank}.json"
+        part.write_text(json.dumps({"rows": self.rows, "errors": self.errors}))
+        trainer.strategy.barrier("femurseg-segment-parts")
+        failed = 0
+        if trainer.is_global_zero:
+            rows, errors = [], []
+            for path in sorted(self._parts.glob("rank*.json")):
+                data = json.loads(path.read_text())
+                rows += data["rows"]
+                errors += data["errors"]
+            rows.sort(key=lambda r: r["subject_id"])
+            errors.sort(key=lambda r: r["subject_id"])
+            write_csv(self.output / "summary.csv", rows, SUMMARY_COLUMNS)
+            write_csv(self.output / "errors.csv", errors, ERROR_COLUMNS)
+            shutil.rmtree(self._parts, ignore_errors=True)
+            failed = len(errors)
+        self.failed = int(trainer.strategy.broadcast(failed))
+
+
+def _summary_row(outcome: SubjectOutcome) -> dict[str, Any]:
+    assert outcome.result is not None
+    report = outcome.result.report
+    row: dict[str, Any] = {"subject_id": outcome.scan.subject_id, "image": str(outcome.scan.path),
+                           "uncertainty": report.get("uncertainty"), "qc_flag": report.get("qc_flag"),
+                           "seconds": round(outcome.seconds, 2)}
+    for name in ("periosteal", "cortical", "trabecular"):
+        row[f"volume_{name}_cm3"] = report["volume_cm3"][name]
+        row[f"mean_hu_{name}"] = report["mean_hu"][name]
+        if "vbmd_mg_cm3" in report:
+            row[f"vbmd_{name}_mg_cm3"] = report["vbmd_mg_cm3"][name]
+    if "bmc_g" in report:
+        row["bmc_periosteal_g"] = report["bmc_g"]["periosteal"]
+    return row
+
+
+def _error_row(outcome: SubjectOutcome) -> dict[str, Any]:
+    error = outcome.error
+    message = str(error).strip().replace("\n", " ") or type(error).__name__
+    if outcome.scan.subject_id not in message:
+        message = f"subject {outcome.scan.subject_id!r}: {message}"
+    return {"subject_id": outcome.scan.subject_id, "image": str(outcome.scan.path),
+            "error_type": type(error).__name__, "message": message}
+
+
+def run_cohort(
+    inputs: Sequence[ScanInput],
+    output: str | os.PathLike[str],
+    predictor: Predictor,
+    trainer_kwargs: dict[str, Any] | None = None,
+    qc: bool = True,
+) -> int:
+    """Segment every scan, write the subject folders and the cohort CSVs; return the number of failures.
+
+    Parameters
+    ----------
+    inputs
+        Scans (:func:`discover_inputs`).
+    output
+        Output folder.
+    predictor
+        The ensemble.
+    trainer_kwargs
+        ``lightning.pytorch.Trainer`` arguments (``accelerator``, ``devices``,
+        ``strategy``, ...); logging and checkpointing are off.
+    qc
+        Whether to draw ``qc.png`` per subject.
+    """
+    for item in inputs:
+        if (reason := check_subject_id(item.subject_id)) is not None:
+            raise DataError(f"input {item.path}: {reason}")
+    writer = SubjectWriter(output, qc=qc)
+    kwargs = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+              "enable_model_summary": False, "enable_progress_bar": False, **(trainer_kwargs or {})}
+    kwargs["callbacks"] = [*kwargs.get("callbacks", []), writer]
+    trainer = pl.Trainer(**kwargs)
+    loader = DataLoader(_Scans(inputs), batch_size=1, shuffle=False, num_workers=0, collate_fn=_single)
+    trainer.predict(PredictionModule(predictor), loader, return_predictions=False)
+    return writer.failed

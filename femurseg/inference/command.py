@@ -1,0 +1,102 @@
+"""``femurseg segment``: the command line of cohort inference (DESIGN.md §6-7).
+
+Examples
+--------
+.. code-block:: console
+
+    femurseg segment --periosteal runs/peri/fold_*/checkpoints/best.ckpt \\
+                     --endosteal runs/endo/fold_*/checkpoints/best.ckpt \\
+                     --input scans/ --output segmentations/ --tta xyz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from femurseg.errors import FemursegError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``femurseg segment``."""
+    parser = argparse.ArgumentParser(
+        prog="femurseg segment",
+        description="Segment QCT scans with an ensemble of checkpoints. Writes <output>/<subject>/"
+                    "{segmentation.nii.gz, contours.json, report.json, qc.png} plus summary.csv and errors.csv. "
+                    "Exit code 1 if any scan failed, 2 for invalid arguments or checkpoints.",
+    )
+    models = parser.add_argument_group("checkpoints (any target, or one set per contour)")
+    models.add_argument("--checkpoints", nargs="+", default=[], metavar="CKPT",
+                        help="checkpoints; each is used for the target it was trained on")
+    models.add_argument("--periosteal", nargs="+", default=[], metavar="CKPT", help="periosteal (binary) checkpoints")
+    models.add_argument("--endosteal", nargs="+", default=[], metavar="CKPT", help="endosteal (binary) checkpoints")
+    models.add_argument("--average-weights", action="store_true",
+                        help="average each target's fold weights into one network (one pass instead of one per fold)")
+    parser.add_argument("--input", required=True, type=Path, help="a scan, a folder of scans, or a manifest CSV")
+    parser.add_argument("--output", required=True, type=Path, help="output folder")
+    window = parser.add_argument_group("ensemble and sliding window")
+    window.add_argument("--tta", default="xyz", help="mirror axes for test-time augmentation ('xyz', 'xy', ...) or 'none'")
+    window.add_argument("--overlap", type=float, default=0.5, help="window overlap fraction")
+    window.add_argument("--blend", choices=["gaussian", "hann", "constant"], default="gaussian")
+    window.add_argument("--batch-size", type=int, default=4, help="windows per network call")
+    window.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                        help="window size (default: the checkpoints' training patch size)")
+    window.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="bf16 autocast; 'auto' uses it on GPUs and CPUs with AVX-512 BF16")
+    window.add_argument("--accumulator", choices=["float32", "float16"], default="float32",
+                        help="sliding-window accumulator precision (float16 halves their memory)")
+    post = parser.add_argument_group("postprocessing and outputs")
+    post.add_argument("--bilateral", action="store_true", help="keep one femur per side")
+    post.add_argument("--min-cortex-mm", type=float, default=0.0, help="minimum cortical thickness (0: one voxel)")
+    post.add_argument("--no-fill-holes", action="store_true")
+    post.add_argument("--calibration", type=float, nargs=2, metavar=("SLOPE", "INTERCEPT"),
+                      help="HU to K2HPO4 mg/cm³ line for vBMD and BMC")
+    post.add_argument("--save-probabilities", action="store_true", help="write probabilities.nii.gz")
+    post.add_argument("--uncertainty", action="store_true",
+                      help="write uncertainty.nii.gz (ensemble standard deviation) and a QC flag")
+    post.add_argument("--uncertainty-threshold", type=float, default=0.15)
+    post.add_argument("--no-qc", action="store_true", help="skip qc.png")
+    run = parser.add_argument_group("devices (Trainer.predict)")
+    run.add_argument("--devices", "--trainer.devices", dest="devices", default="1",
+                     help="number of devices (or 'auto'); scans are split across them")
+    run.add_argument("--accelerator", "--trainer.accelerator", dest="accelerator", default="auto")
+    run.add_argument("--strategy", "--trainer.strategy", dest="strategy", default="auto")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``femurseg segment``; returns 0 on success, 1 if a scan failed, 2 on invalid input."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from femurseg.inference.cohort import discover_inputs, run_cohort
+    from femurseg.inference.checkpoints import load_checkpoints
+    from femurseg.inference.postprocess import Postprocessing
+    from femurseg.inference.predictor import InferenceSettings, Predictor
+    from femurseg.inference.report import Calibration
+
+    try:
+        settings = InferenceSettings(
+            tta=args.tta, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size,
+            patch_size=tuple(args.patch_size) if args.patch_size else None, precision=args.precision,
+            accumulator=args.accumulator, average_weights=args.average_weights,
+            uncertainty=args.uncertainty, uncertainty_threshold=args.uncertainty_threshold,
+            keep_probabilities=args.save_probabilities,
+            postprocessing=Postprocessing(bilateral=args.bilateral, min_cortex_mm=args.min_cortex_mm,
+                                          fill_holes=not args.no_fill_holes),
+            calibration=Calibration(*args.calibration) if args.calibration else None,
+        )
+        checkpoints = load_checkpoints(args.checkpoints, args.periosteal, args.endosteal,
+                                       average=args.average_weights)
+        predictor = Predictor(checkpoints, settings)
+        inputs = discover_inputs(args.input)
+    except (FemursegError, ValueError) as error:
+        print(f"femurseg segment: error: {error}", file=sys.stderr)
+        return 2
+    devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
+    failed = run_cohort(inputs, args.output, predictor, qc=not args.no_qc,
+                        trainer_kwargs={"accelerator": args.accelerator, "devices": devices, "strategy": args.strategy})
+    print(f"femurseg segment: {len(inputs) - failed} of {len(inputs)} scans segmented into {args.output}"
+          + (f"; {failed} failed (see {args.output / 'errors.csv'})" if failed else ""))
+    return 1 if failed else 0

@@ -1,0 +1,377 @@
+"""Segment one scan: preprocess, ensemble sliding window, resample back, postprocess, report.
+
+:class:`Predictor` holds a checkpoint ensemble (:mod:`~femurseg.inference.checkpoints`)
+as one :class:`~femurseg.inference.ensemble.EnsembleNetwork` and turns a CT scan into
+a :class:`SegmentationResult`:
+
+1. the scan is preprocessed exactly as in training (the settings come from the
+   checkpoints): canonical grid, target spacing, HU window scaled to ``[-1, 1]``;
+2. the ensemble (checkpoints × mirror flips) runs in a Gaussian sliding window on
+   that grid; the network sees the volume in TorchIO's ``(x, y, z)`` axis order, as
+   in training;
+3. the periosteal and endosteal probabilities are resampled (linearly, in physical
+   space, so any orientation is handled) onto the scan's own grid;
+4. they are decoded (thresholds for binary models, argmax for a 3-class model) and
+   postprocessed (:mod:`~femurseg.inference.postprocess`) into the 0/1/2 map;
+5. volumes, mean HU (and calibrated densities), contours and, optionally, the
+   ensemble's disagreement are computed.
+
+:func:`segment` is the one-call Python API; the cohort runner
+(:mod:`~femurseg.inference.cohort`) and ``femurseg segment`` use the same
+:class:`Predictor`.
+
+Examples
+--------
+>>> result = segment("scan.nii.gz", periosteal=["p.ckpt"], endosteal=["e.ckpt"])  # doctest: +SKIP
+>>> result.report["volume_cm3"]                                                  # doctest: +SKIP
+{'periosteal': 181.2, 'cortical': 61.0, 'trabecular': 120.2}
+>>> result.write("out/")                                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from femurseg.data.io import read_image
+from femurseg.data.preprocess import preprocess_image
+from femurseg.errors import DataError
+from femurseg.inference.checkpoints import CheckpointSet, build_net, load_checkpoints
+from femurseg.inference.contours import geometry_of, label_contours
+from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
+from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess
+from femurseg.inference.report import Calibration, compartment_report
+from femurseg.sliding import Blend, sliding_window_inference
+
+__all__ = ["InferenceSettings", "SegmentationResult", "Predictor", "segment", "resolve_precision", "main"]
+
+PrecisionSetting = Literal["auto", "bf16", "fp32"]
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a scan is segmented.
+
+    Parameters
+    ----------
+    tta
+        Mirror-flip test-time augmentation: ``"none"`` or the axes, e.g. ``"xyz"``
+        (8 flips per checkpoint).
+    overlap, blend, batch_size
+        Sliding-window overlap, blending (``gaussian``, ``hann``, ``constant``) and
+        windows per network call.
+    patch_size
+        Window size; ``None`` uses the checkpoints' training patch size.
+    precision
+        ``auto`` (bf16 autocast on GPUs and on CPUs with AVX-512 BF16, else fp32),
+        ``bf16`` or ``fp32``.
+    accumulator
+        ``float32`` or ``float16`` sliding-window accumulators.
+    average_weights
+        Average the weights of each target's checkpoints into one network.
+    uncertainty
+        Compute the ensemble's disagreement (standard deviation of the
+        probabilities) and the QC flag.
+    uncertainty_threshold
+        QC flag raised when the mean disagreement on the contours exceeds this.
+    keep_probabilities
+        Keep the probability maps on the scan's grid in the result.
+    postprocessing
+        See :class:`~femurseg.inference.postprocess.Postprocessing`.
+    calibration
+        HU → density line for vBMD and BMC, or ``None``.
+    """
+
+    tta: str = "xyz"
+    overlap: float = 0.5
+    blend: Blend = "gaussian"
+    batch_size: int = 4
+    patch_size: tuple[int, int, int] | None = None
+    precision: PrecisionSetting = "auto"
+    accumulator: Literal["float32", "float16"] = "float32"
+    average_weights: bool = False
+    uncertainty: bool = False
+    uncertainty_threshold: float = 0.15
+    keep_probabilities: bool = False
+    postprocessing: Postprocessing = field(default_factory=Postprocessing)
+    calibration: Calibration | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, written to ``report.json``."""
+        return asdict(self)
+
+
+def resolve_precision(precision: PrecisionSetting, device: torch.device) -> Literal["bf16", "fp32"]:
+    """``auto`` → ``bf16`` where bf16 convolutions are fast (CUDA, CPUs with AVX-512 BF16), else ``fp32``."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return "bf16" if device.type == "cpu" and check is not None and check() else "fp32"
+
+
+@dataclass
+class SegmentationResult:
+    """The segmentation of one scan.
+
+    Attributes
+    ----------
+    subject_id
+        Name of the scan (output folder name).
+    image
+        The input scan in HU.
+    label
+        ``uint8`` 0/1/2 map on the scan's exact grid.
+    report
+        Contents of ``report.json``.
+    probabilities
+        2-component ``float32`` image (periosteal, endosteal probability) on the
+        scan's grid, if kept.
+    uncertainty
+        ``float32`` ensemble standard deviation (max over the two contours), if computed.
+    """
+
+    subject_id: str
+    image: sitk.Image
+    label: sitk.Image
+    report: dict[str, Any]
+    probabilities: sitk.Image | None = None
+    uncertainty: sitk.Image | None = None
+
+    def contours(self) -> dict[str, Any]:
+        """Per-slice periosteal and endosteal polygons in mm (``contours.json``)."""
+        return label_contours(sitk.GetArrayViewFromImage(self.label), geometry_of(self.label))
+
+    def write(self, output: str | os.PathLike[str], qc: bool = True) -> Path:
+        """Write ``<output>/<subject_id>/`` atomically (see :mod:`~femurseg.inference.writers`)."""
+        from femurseg.inference.writers import write_subject
+
+        return write_subject(output, self.subject_id, self.image, self.label, self.report, self.contours(),
+                             self.probabilities, self.uncertainty, qc=qc)
+
+
+class Predictor:
+    """A checkpoint ensemble ready to segment scans.
+
+    Parameters
+    ----------
+    checkpoints
+        A loaded, checked :class:`~femurseg.inference.checkpoints.CheckpointSet`.
+    settings
+        :class:`InferenceSettings`.
+
+    Attributes
+    ----------
+    network
+        The :class:`~femurseg.inference.ensemble.EnsembleNetwork`; move it to a
+        device (``predictor.network.to("cuda")``) to run there.
+    """
+
+    def __init__(self, checkpoints: CheckpointSet, settings: InferenceSettings | None = None) -> None:
+        self.checkpoints = checkpoints
+        self.settings = settings or InferenceSettings()
+        flips = mirror_flips(self.settings.tta)
+        self.network = EnsembleNetwork(
+            periosteal=[build_net(m) for m in checkpoints.periosteal],
+            endosteal=[build_net(m) for m in checkpoints.endosteal],
+            compartments=[build_net(m) for m in checkpoints.compartments],
+            flips=flips,
+            moments=self.settings.uncertainty,
+        ).eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def probabilities(self, preprocessed: sitk.Image) -> torch.Tensor:
+        """Ensemble probabilities on the preprocessed grid.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(C, X, Y, Z)`` on the CPU: periosteal and endosteal probability (and
+            their second moments with ``uncertainty``), in the image's ``(x, y, z)`` order.
+        """
+        s = self.settings
+        array = sitk.GetArrayFromImage(preprocessed)  # (z, y, x)
+        volume = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 1, 0)))[None, None]
+        dtype = torch.float16 if s.accumulator == "float16" else torch.float32
+        return sliding_window_inference(
+            volume, self.network, s.patch_size or self.checkpoints.patch_size, overlap=s.overlap, blend=s.blend,
+            batch_size=s.batch_size, precision=resolve_precision(s.precision, self.device), accumulator_dtype=dtype,
+            pad_value=-1.0, device=self.device,
+        )[0]
+
+    def predict(self, image: sitk.Image, subject_id: str = "scan", source: str = "") -> SegmentationResult:
+        """Segment one scan (see the module docstring).
+
+        Parameters
+        ----------
+        image
+            3D CT in HU, any orientation and spacing.
+        subject_id
+            Name used in the result and its output folder.
+        source
+            Where the scan came from (for the report).
+
+        Raises
+        ------
+        DataError
+            If the image is not a 3D scalar image (the message names the subject).
+        """
+        start = time.perf_counter()
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            raise DataError(f"subject {subject_id!r}: {source or 'image'} is not a 3D scalar image")
+        s = self.settings
+        preprocessed = preprocess_image(image, self.checkpoints.preprocessing)
+        grid = _grid_of(preprocessed)
+        maps = self.probabilities(preprocessed)
+        del preprocessed
+        outer_p = _resample(maps[0].float(), grid, image)
+        inner_p = _resample(maps[1].float(), grid, image)
+        spread = None
+        if s.uncertainty:
+            deviation = (maps[2:].float() - maps[:2].float() ** 2).clamp_(min=0).sqrt_().amax(dim=0)
+            spread = _resample(deviation, grid, image)
+        del maps
+        decoding = "argmax" if self.checkpoints.kind == "compartments" else "threshold"
+        outer, inner = decode_probabilities(outer_p, inner_p, decoding)
+        array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing)
+        del outer, inner
+        label = sitk.GetImageFromArray(array)
+        label.CopyInformation(image)
+
+        report: dict[str, Any] = {"subject_id": subject_id, "image": source}
+        report.update(compartment_report(image, label, s.calibration))
+        if spread is not None:
+            report["uncertainty"] = _contour_uncertainty(spread, array)
+            report["qc_flag"] = bool(report["uncertainty"] is not None and report["uncertainty"] > s.uncertainty_threshold)
+        report["geometry"] = geometry_of(image)
+        report["checkpoints"] = self.checkpoints.describe()
+        report["ensemble"] = {"kind": self.checkpoints.kind, "predictions_per_contour": self.network.size}
+        report["settings"] = s.to_dict()
+        report["preprocessing"] = self.checkpoints.preprocessing.to_dict()
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        probabilities = _vector_image(outer_p, inner_p, image) if s.keep_probabilities else None
+        uncertainty = _scalar_image(spread, image) if spread is not None else None
+        return SegmentationResult(subject_id, image, label, report, probabilities, uncertainty)
+
+
+
+Grid = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]
+
+
+def _grid_of(image: sitk.Image) -> Grid:
+    return image.GetOrigin(), image.GetSpacing(), image.GetDirection()
+
+
+def _resample(volume: torch.Tensor, grid: Grid, reference: sitk.Image) -> np.ndarray:
+    """Linearly resample an ``(X, Y, Z)`` map on ``grid`` onto ``reference``'s grid; ``(z, y, x)`` float32."""
+    source = sitk.GetImageFromArray(volume.permute(2, 1, 0).contiguous().numpy())
+    source.SetOrigin(grid[0])
+    source.SetSpacing(grid[1])
+    source.SetDirection(grid[2])
+    resampled = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    del source
+    return sitk.GetArrayFromImage(resampled)
+
+
+def _scalar_image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array.astype(np.float32, copy=False))
+    image.CopyInformation(reference)
+    return image
+
+
+def _vector_image(periosteal: np.ndarray, endosteal: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.Compose(_scalar_image(periosteal, reference), _scalar_image(endosteal, reference))
+    image.CopyInformation(reference)
+    return image
+
+
+def _contour_uncertainty(spread: np.ndarray, label: np.ndarray) -> float | None:
+    """Mean ensemble standard deviation on the two contours (voxels within one voxel of a boundary)."""
+    if not (label > 0).any():
+        return None
+    box = tuple(slice(max(0, int(i.min()) - 1), int(i.max()) + 2) for i in np.nonzero(label > 0))
+    band = np.zeros(label[box].shape, bool)
+    for mask in (label[box] >= 1, label[box] == 2):
+        band |= ndimage.binary_dilation(mask) & ~ndimage.binary_erosion(mask)
+    return round(float(spread[box][band].mean()), 5) if band.any() else None
+
+
+def segment(
+    image_or_path: sitk.Image | str | os.PathLike[str],
+    checkpoints: Sequence[str | os.PathLike[str]] | None = None,
+    periosteal: Sequence[str | os.PathLike[str]] | None = None,
+    endosteal: Sequence[str | os.PathLike[str]] | None = None,
+    settings: InferenceSettings | None = None,
+    device: str | torch.device = "cpu",
+    subject_id: str | None = None,
+    **overrides: Any,
+) -> SegmentationResult:
+    """Segment one scan with a checkpoint ensemble.
+
+    Parameters
+    ----------
+    image_or_path
+        A SimpleITK image in HU, or a file / DICOM folder.
+    checkpoints
+        Checkpoints of any target (grouped by the target each records).
+    periosteal, endosteal
+        Binary checkpoint sets of each contour.
+    settings
+        :class:`InferenceSettings`; keyword ``overrides`` replace single fields
+        (``segment(path, ckpts, tta="none", keep_probabilities=True)``).
+    device
+        Where the networks run.
+    subject_id
+        Name of the result; default the file name without extension, or ``"scan"``.
+
+    Returns
+    -------
+    SegmentationResult
+        Label map on the input's grid, report, optional probabilities; ``.write(dir)`` saves it.
+
+    Raises
+    ------
+    CheckpointError
+        If the checkpoints cannot be loaded or do not form a valid ensemble.
+    DataError
+        If the scan cannot be read.
+    """
+    settings = replace(settings or InferenceSettings(), **overrides)
+    loaded = load_checkpoints(checkpoints, periosteal, endosteal, average=settings.average_weights)
+    predictor = Predictor(loaded, settings)
+    predictor.network.to(device)
+    if isinstance(image_or_path, sitk.Image):
+        image, source = image_or_path, ""
+    else:
+        image, source = read_image(image_or_path), str(image_or_path)
+    name = subject_id or (scan_name(Path(image_or_path)) if source else "scan")
+    return predictor.predict(image, name, source)
+
+
+def scan_name(path: Path) -> str:
+    """A scan's name: the file name without image extensions (``a.nii.gz`` → ``a``), or the folder name."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``femurseg segment``: see :func:`femurseg.inference.command.main`."""
+    from femurseg.inference.command import main as command_main
+
+    return command_main(argv)

@@ -1,0 +1,187 @@
+"""Checkpoint sets, ensembling, TTA, geometry of the output, the ``segment`` API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from femurseg.data.preprocess import Preprocessing, preprocess_image
+from femurseg.errors import CheckpointError
+from femurseg.inference.checkpoints import average_weights, load_checkpoints, read_checkpoint
+from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
+from femurseg.inference.predictor import InferenceSettings, Predictor, segment
+from femurseg.models import NETS
+
+
+class BandNet(nn.Module):
+    """Foreground logit ``scale * min(x - low, high - x)``: a known, intensity-band 'segmenter'."""
+
+    def __init__(self, *, in_channels: int, out_channels: int, low: float = -0.5, high: float = 9.0) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+        self.scale = nn.Parameter(torch.tensor(20.0))
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logit = self.scale * torch.minimum(x - self.low, self.high - x)
+        return torch.cat([torch.zeros_like(x), logit], dim=1)
+
+
+if "test_band_net" not in NETS:
+    NETS.register("test_band_net", BandNet)
+
+SETTINGS = Preprocessing(spacing=(1.5, 1.5, 1.5))
+
+
+def save_checkpoint(path, target="periosteal", net="unet3d", net_kwargs=None, seed=0, preprocessing=SETTINGS,
+                    patch=(16, 16, 16)):
+    """A checkpoint laid out as SegmentationModule writes it."""
+    out = 3 if target == "compartments" else 2
+    kwargs = {"in_channels": 1, "out_channels": out, **(net_kwargs or {"channels": [4, 8], "strides": [2]})}
+    torch.manual_seed(seed)
+    model = NETS.create(net, **kwargs)
+    torch.save({
+        "state_dict": {f"net.{k}": v for k, v in model.state_dict().items()},
+        "femurseg": {"format_version": 1, "target": target, "net": net, "net_kwargs": kwargs,
+                     "preprocessing": preprocessing.to_dict(), "patch_size": list(patch), "classes": []},
+        "epoch": 3,
+    }, path)
+    return path
+
+
+def band_checkpoints(tmp_path):
+    """Periosteal: anything denser than -250 HU; endosteal: -250..950 HU (trabecular in the phantom)."""
+    p = save_checkpoint(tmp_path / "p.ckpt", "periosteal", "test_band_net", {"low": -0.5, "high": 9.0})
+    e = save_checkpoint(tmp_path / "e.ckpt", "endosteal", "test_band_net", {"low": -0.5, "high": 0.3})
+    return p, e
+
+
+def phantom(direction=None, spacing=(0.8, 1.1, 2.0), size=(40, 36, 20)) -> tuple[sitk.Image, np.ndarray]:
+    """A cortical shell (1500 HU) around trabecular bone (300 HU), off-centre, on any grid."""
+    image = sitk.Image(size, sitk.sitkInt16)
+    image.SetSpacing(spacing)
+    image.SetOrigin((-12.0, 5.0, 100.0))
+    if direction is not None:
+        image.SetDirection(direction)
+    z, y, x = np.indices(size[::-1])
+    points = np.stack([x, y, z], -1).reshape(-1, 3).astype(float)
+    matrix = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(spacing)
+    physical = points @ matrix.T + np.asarray(image.GetOrigin())
+    centre = physical.mean(0) + np.array([3.0, -2.0, 0.0])
+    radius = np.linalg.norm((physical - centre) / np.array([1.0, 1.0, 1.6]), axis=1).reshape(size[::-1])
+    hu = np.where(radius < 7, 300, np.where(radius < 11, 1500, -1000)).astype(np.int16)
+    array_image = sitk.GetImageFromArray(hu)
+    array_image.CopyInformation(image)
+    return array_image, hu
+
+
+def test_ensembling_equals_the_mean_of_single_model_probabilities(tmp_path):
+    paths = [save_checkpoint(tmp_path / f"{t}{i}.ckpt", t, seed=10 * i + j)
+             for j, t in enumerate(("periosteal", "endosteal")) for i in range(2)]
+    image, _ = phantom(size=(24, 20, 12))
+    pre = preprocess_image(image, SETTINGS)
+    settings = InferenceSettings(tta="none", precision="fp32")
+    together = Predictor(load_checkpoints(paths), settings).probabilities(pre)
+    singles = [Predictor(load_checkpoints(periosteal=[paths[i]], endosteal=[paths[2 + i]]), settings).probabilities(pre)
+               for i in range(2)]
+    assert together.shape == (2, *sitk.GetArrayViewFromImage(pre).shape[::-1])
+    assert torch.allclose(together, (singles[0] + singles[1]) / 2, atol=1e-5)
+    assert not torch.allclose(singles[0], singles[1], atol=1e-3)   # the members really differ
+
+
+def test_tta_flips_are_undone_on_an_asymmetric_volume():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 8, 10, 12)
+    x[..., :3, :, :] += 3.0                                    # asymmetric along every axis
+    x[..., :4, :] -= 2.0
+    x[..., :5] += 1.0
+    pointwise = nn.Conv3d(1, 2, 1)                             # flip-equivariant: TTA must change nothing
+    plain = EnsembleNetwork([pointwise], [pointwise], flips=mirror_flips("none"))(x)
+    flipped = EnsembleNetwork([pointwise], [pointwise], flips=mirror_flips("xyz"))(x)
+    assert torch.allclose(plain, flipped, atol=1e-6)
+    conv = nn.Conv3d(1, 2, 3, padding=1)                       # not equivariant: compare with the definition
+    ensemble = EnsembleNetwork([conv], [conv], flips=mirror_flips("xz"))(x)
+    expected = torch.zeros_like(ensemble[:, 0])
+    for dims in ([], [2], [4], [2, 4]):
+        p = torch.softmax(conv(x.flip(dims) if dims else x), 1)
+        expected += (p.flip(dims) if dims else p)[:, 1] / 4
+    assert torch.allclose(ensemble[:, 0], expected, atol=1e-6)
+    assert mirror_flips("xyz")[0] == () and len(mirror_flips("xyz")) == 8
+    with pytest.raises(ValueError, match="tta"):
+        mirror_flips("xw")
+
+
+def test_compartment_members_give_periosteal_and_endosteal_probabilities():
+    torch.manual_seed(1)
+    net = nn.Conv3d(1, 3, 1)
+    x = torch.randn(2, 1, 4, 4, 4)
+    out = EnsembleNetwork(compartments=[net], moments=True)(x)
+    p = torch.softmax(net(x), 1)
+    assert torch.allclose(out[:, 0], p[:, 1] + p[:, 2], atol=1e-6) and torch.allclose(out[:, 1], p[:, 2], atol=1e-6)
+    assert torch.allclose(out[:, 2], out[:, 0] ** 2, atol=1e-6)   # one member: no spread
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_segmentation_has_the_inputs_exact_grid_and_lands_on_the_bone(tmp_path, oblique):
+    direction = sitk.VersorTransform((0.3, 0.2, -0.4), 0.5).GetMatrix() if oblique else (-1, 0, 0, 0, 1, 0, 0, 0, -1)
+    image, hu = phantom(direction=direction)
+    p, e = band_checkpoints(tmp_path)
+    result = segment(image, periosteal=[p], endosteal=[e], tta="xy", precision="fp32", uncertainty=True,
+                     keep_probabilities=True)
+    for output in (result.label, result.probabilities, result.uncertainty):
+        assert output.GetSize() == image.GetSize()
+        assert output.GetSpacing() == image.GetSpacing() and output.GetOrigin() == image.GetOrigin()
+        assert output.GetDirection() == image.GetDirection()
+    label = sitk.GetArrayFromImage(result.label)
+    bone, trabecular = hu > 0, hu == 300
+    dice = 2 * ((label > 0) & bone).sum() / ((label > 0).sum() + bone.sum())
+    dice_inner = 2 * ((label == 2) & trabecular).sum() / ((label == 2).sum() + trabecular.sum())
+    assert dice > 0.9 and dice_inner > 0.75
+    assert result.report["volume_cm3"]["periosteal"] == pytest.approx(bone.sum() * np.prod(image.GetSpacing()) / 1000,
+                                                                      rel=0.1)
+    assert result.report["mean_hu"]["cortical"] > result.report["mean_hu"]["trabecular"]
+    assert result.probabilities.GetNumberOfComponentsPerPixel() == 2
+    assert result.report["ensemble"]["predictions_per_contour"] == 4
+    assert result.report["qc_flag"] in (True, False)
+
+
+def test_checkpoint_errors(tmp_path):
+    p = save_checkpoint(tmp_path / "p.ckpt", "periosteal")
+    e = save_checkpoint(tmp_path / "e.ckpt", "endosteal")
+    other = save_checkpoint(tmp_path / "e2.ckpt", "endosteal", preprocessing=Preprocessing(spacing=(2.0, 2.0, 2.0)))
+    c = save_checkpoint(tmp_path / "c.ckpt", "compartments")
+    with pytest.raises(CheckpointError, match="different preprocessing.*spacing"):
+        load_checkpoints([p, e, other])
+    with pytest.raises(CheckpointError, match="cannot mix"):
+        load_checkpoints([p, e, c])
+    with pytest.raises(CheckpointError, match="given as endosteal but trained for target 'periosteal'"):
+        load_checkpoints(periosteal=[p], endosteal=[p])
+    with pytest.raises(CheckpointError, match="need endosteal"):
+        load_checkpoints([p])
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoints([tmp_path / "missing.ckpt"])
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save({"femurseg": {}, "payload": BandNet(in_channels=1, out_channels=2)}, unsafe)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        read_checkpoint(unsafe)
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, plain)
+    with pytest.raises(CheckpointError, match="no 'femurseg' metadata"):
+        read_checkpoint(plain)
+    assert load_checkpoints([c]).kind == "compartments"
+
+
+def test_weight_averaging_of_fold_checkpoints(tmp_path):
+    folds = [read_checkpoint(save_checkpoint(tmp_path / f"p{i}.ckpt", seed=i)) for i in range(3)]
+    mean = average_weights(folds)
+    key = next(k for k, v in mean.state_dict.items() if v.is_floating_point())
+    assert torch.allclose(mean.state_dict[key], sum(f.state_dict[key] for f in folds) / 3, atol=1e-7)
+    e = save_checkpoint(tmp_path / "e.ckpt", "endosteal")
+    loaded = load_checkpoints([f.path for f in folds] + [e], average=True)
+    assert len(loaded.periosteal) == 1 and len(loaded.endosteal) == 1
+    wide = read_checkpoint(save_checkpoint(tmp_path / "w.ckpt", net_kwargs={"channels": [8, 16], "strides": [2]}))
+    with pytest.raises(CheckpointError, match="cannot average"):
+        average_weights([folds[0], wide])
