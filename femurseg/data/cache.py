@@ -124,6 +124,9 @@ class SubjectCache:
     dtype
         Stored image dtype; ``float16`` halves disk and page-cache use (steps of
         at most 1.5 HU with the default window).
+    validated
+        Whether the subjects this instance stores have passed validation; recorded
+        in ``meta.json`` so that a later run can skip their content checks.
 
     Attributes
     ----------
@@ -131,12 +134,16 @@ class SubjectCache:
         Number of entries this instance has computed (cache misses).
     """
 
-    def __init__(self, root: str | os.PathLike[str], settings: Preprocessing, dtype: CacheDtype = "float32") -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], settings: Preprocessing, dtype: CacheDtype = "float32",
+        validated: bool = False,
+    ) -> None:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"cache dtype must be 'float32' or 'float16', got {dtype!r}")
         self.root = Path(root).expanduser()
         self.settings = settings
         self.dtype = dtype
+        self.validated = validated
         self.computed = 0
 
     def key(self, record: ManifestRecord, crop: bool = False) -> str:
@@ -153,6 +160,11 @@ class SubjectCache:
     def lookup(self, record: ManifestRecord, crop: bool = False) -> CacheEntry | None:
         """The complete entry of ``record``, or ``None``."""
         return self._read_entry(self.entry_path(record, crop))
+
+    def is_validated(self, record: ManifestRecord) -> bool:
+        """Whether a complete entry of ``record`` (cropped or not) was written after validation."""
+        entries = (self.lookup(record, crop) for crop in (False, True))
+        return any(entry is not None and entry.meta.get("validated", False) for entry in entries)
 
     def get(self, record: ManifestRecord, crop: bool = False) -> CacheEntry:
         """The entry of ``record``, computing and storing it if it is missing."""
@@ -185,6 +197,7 @@ class SubjectCache:
             "dtype": self.dtype,
             "settings": self.settings.to_dict(),
             "sources": {column: str(p) for column, p in record.files.items()},
+            "validated": self.validated,
         }
         arrays = {"image": np.ascontiguousarray(image_data[0], dtype=self.dtype)}
         if label is not None:

@@ -31,7 +31,7 @@ from femurseg.data.augment import Preset, make_augmentation
 from femurseg.data.cache import CacheDtype, SubjectCache
 from femurseg.data.folds import load_or_create_splits, select_fold
 from femurseg.data.io import read_image, read_label
-from femurseg.data.manifest import ManifestRecord, read_manifest
+from femurseg.data.manifest import ManifestRecord, parse_manifest, read_manifest
 from femurseg.data.preprocess import Preprocessing, crop_to_label, preprocess_image, preprocess_label
 from femurseg.data.sampling import ClassBalancedSampler
 from femurseg.data.validate import DEFAULT_MAX_VOXELS, ValidationSettings, validate_manifest
@@ -159,7 +159,9 @@ class FemurDataModule(pl.LightningDataModule):
         self.preprocessing = Preprocessing(
             spacing=tuple(spacing), hu_window=tuple(hu_window), crop_margin_mm=crop_margin_mm
         )
-        self.cache = SubjectCache(cache_dir, self.preprocessing, cache_dtype) if cache_dir is not None else None
+        self.cache = (
+            SubjectCache(cache_dir, self.preprocessing, cache_dtype, validated=validate) if cache_dir is not None else None
+        )
         self._validated = False
         self.patch_size = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
         self.label_probabilities = label_probabilities or {0: 0.2, 1: 0.4, 2: 0.4}
@@ -218,7 +220,14 @@ class FemurDataModule(pl.LightningDataModule):
     def _records(self, validate: bool) -> dict[str, ManifestRecord]:
         """The manifest's records; with ``validate``, all files are checked first (ManifestError)."""
         if validate:
-            report = validate_manifest(self.manifest_path, ValidationSettings(max_voxels=self.hparams.max_voxels))
+            # subjects cached after an earlier validation, with unchanged files, skip the content pass
+            skip: set[str] = set()
+            if self.cache is not None:
+                records, _ = parse_manifest(self.manifest_path)
+                skip = {r.subject_id for r in records if all(p.exists() for p in r.files.values())
+                        and self.cache.is_validated(r)}
+            settings = ValidationSettings(max_voxels=self.hparams.max_voxels)
+            report = validate_manifest(self.manifest_path, settings, skip_content=skip)
             report.raise_if_problems()
             self._validated = True
             return {r.subject_id: r for r in report.records}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -327,7 +328,10 @@ def _intensity_problems(image: np.ndarray, settings: ValidationSettings, path: P
 
 # entry points -----------------------------------------------------------------------------
 def validate_records(
-    records: list[ManifestRecord], settings: ValidationSettings | None = None, content: bool = True
+    records: list[ManifestRecord],
+    settings: ValidationSettings | None = None,
+    content: bool = True,
+    skip_content: Collection[str] = (),
 ) -> list[SubjectReport]:
     """Check each record's files: the header pass for all, then the content pass.
 
@@ -339,6 +343,9 @@ def validate_records(
         Rule thresholds.
     content
         If false, only the header pass runs.
+    skip_content
+        Subject ids whose content pass is skipped (e.g. already validated and cached
+        with the same file fingerprints).
 
     Returns
     -------
@@ -352,7 +359,7 @@ def validate_records(
         reports.append(SubjectReport(record.subject_id, problems))
     if content:
         for record, report in zip(records, reports):
-            if report.ok:
+            if report.ok and record.subject_id not in skip_content:
                 report.problems += _content_problems(record, settings)
     return reports
 
@@ -362,6 +369,7 @@ def validate_manifest(
     settings: ValidationSettings | None = None,
     require_reference: bool = True,
     content: bool = True,
+    skip_content: Collection[str] = (),
 ) -> ValidationReport:
     """Validate a manifest and every file it lists; never raises on bad data.
 
@@ -375,7 +383,7 @@ def validate_manifest(
     records, manifest_problems = parse_manifest(path, require_reference)
     # missing files are reported by the header pass, per subject and file
     manifest_problems = [p for p in manifest_problems if not p.endswith("not found")]
-    return ValidationReport(path, manifest_problems, validate_records(records, settings, content), records)
+    return ValidationReport(path, manifest_problems, validate_records(records, settings, content, skip_content), records)
 
 
 def main(argv: list[str] | None = None) -> int:

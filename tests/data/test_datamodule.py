@@ -78,3 +78,18 @@ def test_synthetic_cohort_is_generated_once(tmp_path):
     stamp = manifest.stat().st_mtime_ns
     dm.prepare_data()
     assert manifest.stat().st_mtime_ns == stamp
+
+
+def test_cached_subjects_skip_the_content_pass(datamodule, tiny_cohort, tmp_path, monkeypatch):
+    import femurseg.data.validate as validate
+
+    checked = []
+    real = validate._content_problems
+    monkeypatch.setattr(validate, "_content_problems",
+                        lambda record, settings: checked.append(record.subject_id) or real(record, settings))
+    datamodule.prepare_data()
+    assert checked == []  # validated and cached by the fixture's prepare_data, files unchanged
+    fresh = FemurDataModule(manifest=str(tiny_cohort), experiment_dir=str(tmp_path / "exp"), num_folds=3,
+                            spacing=(4.0, 4.0, 4.0), patch_size=16, cache_dir=str(tmp_path / "other_cache"))
+    fresh.prepare_data()
+    assert len(checked) == 8
