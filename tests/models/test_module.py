@@ -147,3 +147,13 @@ def test_compile_and_channels_last(tmp_path):
 def test_rejects_bad_ema_decay():
     with pytest.raises(ValueError, match="ema_decay"):
         SegmentationModule(net_kwargs=TINY, ema_decay=1.0)
+
+
+def test_warns_about_bf16_on_cpu_without_native_support(tmp_path, monkeypatch):
+    import femurseg.models.module as module_file
+
+    monkeypatch.setattr(module_file, "cpu_has_fast_bf16", lambda: False)
+    module = SegmentationModule(net_kwargs=TINY, patch_size=16)
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0, precision="bf16-mixed")
+    with pytest.warns(UserWarning, match="bf16 on this CPU"):
+        trainer.fit(module, train_dataloaders=_loader(n=2, batch_size=1))
