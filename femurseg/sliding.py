@@ -107,6 +107,8 @@ def sliding_window_inference(
     accumulator_dtype: torch.dtype = torch.float32,
     pad_value: float = 0.0,
     device: torch.device | str | None = None,
+    skip: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    skip_value: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Apply ``network`` to a volume window by window and blend the outputs.
 
@@ -142,6 +144,13 @@ def sliding_window_inference(
     device
         Where the network runs; windows are moved there and their outputs back.
         Default: the image's device.
+    skip
+        Optional predicate on a batch of input windows ``(N, C_in, *patch_size)``
+        returning a boolean ``(N,)``: windows marked ``True`` are not evaluated and
+        contribute the constant ``skip_value`` instead (e.g. windows of air, which
+        cannot hold bone, contribute background).
+    skip_value
+        Per-channel output of a skipped window, after the activation; required with ``skip``.
 
     Returns
     -------
@@ -166,6 +175,10 @@ def sliding_window_inference(
         raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16")
     run_device = torch.device(device) if device is not None else image.device
     activate = _activation(activation)
+    if skip is not None and skip_value is None:
+        raise ValueError("skip needs skip_value: the output of a window that is not evaluated")
+    constant = None if skip_value is None else torch.tensor(list(skip_value), dtype=torch.float32,
+                                                             device=image.device).view(-1, 1, 1, 1)
 
     # pad to at least one window (MONAI's symmetric split), remember the crop
     padding = [max(p - s, 0) for p, s in zip(patch, spatial)]
@@ -187,17 +200,18 @@ def sliding_window_inference(
     with torch.no_grad():
         for b in range(image.shape[0]):
             for chunk in _chunks(starts, batch_size):
-                patches = torch.stack([image[b][(slice(None), *_window(s, patch))] for s in chunk]).to(run_device)
-                with autocast:
-                    result = network(patches)
-                if isinstance(result, (list, tuple)):
-                    result = result[0]
-                result = activate(result.float()).to(image.device) * weights
+                patches = torch.stack([image[b][(slice(None), *_window(s, patch))] for s in chunk])
+                skipped = [False] * len(chunk) if skip is None else [bool(v) for v in skip(patches)]
+                keep = [i for i, flag in enumerate(skipped) if not flag]
+                selected = patches if len(keep) == len(chunk) else patches[keep]
+                result = _run(network, selected.to(run_device), autocast, activate).to(image.device) if keep else None
                 if output is None:
-                    output = torch.zeros(
-                        (image.shape[0], result.shape[1], *padded), dtype=accumulator_dtype, device=image.device
-                    )
-                for s, values in zip(chunk, result):
+                    channels = result.shape[1] if result is not None else len(constant)  # type: ignore[arg-type]
+                    output = torch.zeros((image.shape[0], channels, *padded), dtype=accumulator_dtype,
+                                         device=image.device)
+                results = iter(result) if result is not None else iter(())
+                for s, flag in zip(chunk, skipped):
+                    values = (constant if flag else next(results)) * weights
                     output[(b, slice(None), *_window(s, patch))] += values.to(accumulator_dtype)
     assert output is not None
     for b in range(output.shape[0]):
@@ -206,6 +220,20 @@ def sliding_window_inference(
         crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(padding, spatial))
         output = output[(slice(None), slice(None), *crop)]
     return output
+
+
+def _run(
+    network: Callable[[torch.Tensor], torch.Tensor | Sequence[torch.Tensor]],
+    patches: torch.Tensor,
+    autocast: contextlib.AbstractContextManager,
+    activate: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The activated float32 output of one batch of windows."""
+    with autocast:
+        result = network(patches)
+    if isinstance(result, (list, tuple)):
+        result = result[0]
+    return activate(result.float())
 
 
 def _triple(value: int | Sequence[int]) -> tuple[int, int, int]:

@@ -97,3 +97,29 @@ def test_bad_arguments_are_rejected():
         sliding_window_inference(image[0], lambda x: x, 4)
     with pytest.raises(ValueError, match="blend"):
         sliding_window_inference(image, lambda x: x, 4, blend="cosine")  # type: ignore[arg-type]
+
+
+def test_skipped_windows_contribute_their_constant():
+    image = torch.full((1, 1, 40, 24, 24), -1.0)
+    image[:, :, :12] = torch.randn(1, 1, 12, 24, 24)          # content only at one end
+    torch.manual_seed(4)
+    net = torch.nn.Conv3d(1, 2, 1).eval()            # pointwise: a window of -1 gives exactly the constant
+    calls = []
+
+    def network(x):
+        calls.append(x.shape[0])
+        return net(x)
+
+    constant = torch.softmax(net(torch.full((1, 1, 16, 16, 16), -1.0)), 1)[0, :, 8, 8, 8].tolist()
+    full = sliding_window_inference(image, network, 16, activation="softmax")
+    evaluated = sum(calls)
+    calls.clear()
+    skipped = sliding_window_inference(image, network, 16, activation="softmax",
+                                       skip=lambda p: p.amax(dim=(1, 2, 3, 4)) <= -1.0, skip_value=constant)
+    assert sum(calls) < evaluated
+    assert torch.allclose(skipped, full, atol=1e-6)
+    every = sliding_window_inference(image, network, 16, skip=lambda p: torch.ones(len(p), dtype=torch.bool),
+                                     skip_value=[0.25, 0.75])
+    assert torch.allclose(every[:, 0], torch.full_like(every[:, 0], 0.25))
+    with pytest.raises(ValueError, match="skip_value"):
+        sliding_window_inference(image, network, 16, skip=lambda p: torch.ones(len(p), dtype=torch.bool))

@@ -230,7 +230,7 @@ def _summary_row(outcome: SubjectOutcome) -> dict[str, Any]:
 def _error_row(outcome: SubjectOutcome) -> dict[str, Any]:
     error = outcome.error
     message = str(error).strip().replace("\n", " ") or type(error).__name__
-    if outcome.scan.subject_id not in message:
+    if not message.startswith("subject "):
         message = f"subject {outcome.scan.subject_id!r}: {message}"
     return {"subject_id": outcome.scan.subject_id, "image": str(outcome.scan.path),
             "error_type": type(error).__name__, "message": message}
