@@ -32,6 +32,8 @@ Examples
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import shlex
@@ -52,12 +54,18 @@ __all__ = [
     "CVPlan",
     "DONE_FILE",
     "FoldState",
+    "check_pair",
+    "evaluate_folds",
+    "evaluate_test",
     "fit_command",
     "fold_state",
     "main",
     "plan_cv",
+    "predict",
     "print_commands",
     "train_fold",
+    "write_manifest",
+    "write_summary",
 ]
 
 DONE_FILE = "done.json"
@@ -91,6 +99,8 @@ class CVPlan:
         Contents of ``splits.json``.
     folds
         Fold indices to train and evaluate, in order.
+    target
+        ``model.target`` of the fit arguments (``None``: not resolved).
     """
 
     fit_args: tuple[str, ...]
@@ -98,6 +108,7 @@ class CVPlan:
     manifest: Path
     splits: dict[str, Any]
     folds: tuple[int, ...]
+    target: str | None = None
 
     def run_dir(self, fold: int) -> Path:
         """``<experiment_dir>/fold_<fold>``."""
@@ -189,6 +200,7 @@ def plan_cv(fit_args: Sequence[str], folds: str | None = None) -> CVPlan:
         manifest=datamodule.manifest_path,
         splits=splits,
         folds=parse_folds(folds, len(splits["folds"])),
+        target=str(config.model.target),
     )
 
 
@@ -339,38 +351,215 @@ def _parser() -> argparse.ArgumentParser:
         help="print the per-fold fit commands and a SLURM array job instead of running (prepares splits.json)",
     )
     parser.add_argument("--train-only", action="store_true", help="train the folds, skip the evaluation")
+    parser.add_argument(
+        "--pair", type=Path, metavar="EXPERIMENT_DIR",
+        help="binary targets: the other contour's experiment folder (e.g. runs/periosteal); fold k of both "
+        "is segmented together into the 0/1/2 map that is evaluated",
+    )
+    parser.add_argument("--tta", default="xyz", help="mirror-flip test-time augmentation axes, or none (default xyz)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``femurseg cv --config X.yaml [--folds 0,1] [--test] [--print-commands] [fit overrides]``.
+    """``femurseg cv --config X.yaml [--folds 0,1] [--test] [--pair DIR] [--print-commands] [fit overrides]``.
 
     Returns
     -------
     int
-        0 on success, 1 if a fold failed or a subject could not be evaluated,
-        2 if the run could not start.
+        0 on success, 1 if a fold failed or a subject could not be segmented or
+        evaluated, 2 if the run could not start.
     """
     options, fit_args = _parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
     try:
         plan = plan_cv(fit_args, options.folds)
+        if options.print_commands:
+            cv_args = [*fit_args, *(["--folds", options.folds] if options.folds else [])]
+            print(print_commands(plan, cv_args))
+            return 0
+        pair = None if options.train_only else check_pair(plan, options.pair)
     except FemursegError as error:
         print(f"femurseg cv: error: {error}", file=sys.stderr)
         return 2
-    if options.print_commands:
-        cv_args = [*fit_args, *(["--folds", options.folds] if options.folds else [])]
-        print(print_commands(plan, cv_args))
-        return 0
     try:
         for fold in plan.folds:
             train_fold(plan, fold)
-    except CVError as error:
+        if options.train_only:
+            return 0
+        failed = evaluate_folds(plan, pair, options.tta)
+        if options.test:
+            failed += evaluate_test(plan, pair, options.tta)
+    except FemursegError as error:
         print(f"femurseg cv: error: {error}", file=sys.stderr)
         return 1
-    if options.train_only:
+    return 1 if failed else 0
+
+
+# evaluation -----------------------------------------------------------------
+def check_pair(plan: CVPlan, pair_dir: Path | None) -> CVPlan | None:
+    """The partner experiment of a binary target, checked; ``None`` for a 3-class target.
+
+    Binary models (``periosteal``, ``endosteal``) are evaluated as in the study:
+    fold ``k`` of each contour segments fold ``k``'s validation subjects together,
+    into one 0/1/2 map. The partner must use the same split and have every
+    selected fold complete (``femurseg cv --config <other>.yaml --train-only``).
+
+    Raises
+    ------
+    CVError
+        If a binary target has no partner, or the partner's split or folds do not match.
+    """
+    target = str(resolve_target(plan))
+    if target == "compartments":
+        if pair_dir is not None:
+            raise CVError("--pair is for binary targets; a 'compartments' model segments both contours itself")
+        return None
+    if pair_dir is None:
+        other = "endosteal" if target == "periosteal" else "periosteal"
+        raise CVError(
+            f"a {target} model is evaluated together with the {other} model of the same fold (the 0/1/2 map "
+            f"needs both contours): train the {other} folds (femurseg cv --config configs/{other}.yaml "
+            f"--train-only ...) and add --pair <runs_root>/{other}; or pass --train-only"
+        )
+    splits_path = pair_dir / "splits.json"
+    if not splits_path.is_file():
+        raise CVError(f"--pair {pair_dir}: no splits.json: is it an experiment folder?")
+    splits = json.loads(splits_path.read_text())
+    if splits["test"] != plan.splits["test"] or splits["folds"] != plan.splits["folds"]:
+        raise CVError(f"--pair {pair_dir}: its split differs from {plan.experiment_dir / 'splits.json'} "
+                      "(same manifest, num_folds, test_fraction and split_seed give the same split)")
+    partner = CVPlan(plan.fit_args, pair_dir, plan.manifest, splits, plan.folds, target=None)
+    missing = [k for k in plan.folds if fold_state(partner.run_dir(k)) != "done"]
+    if missing:
+        raise CVError(f"--pair {pair_dir}: fold(s) {missing} are not complete (no done.json and best.ckpt)")
+    return partner
+
+
+def resolve_target(plan: CVPlan) -> str:
+    """The ``model.target`` of the fit arguments."""
+    return plan.target or str(resolve_config(plan.fit_args).model.target)
+
+
+def _records(plan: CVPlan, subjects: Sequence[str]) -> list[Any]:
+    from femurseg.data.manifest import read_manifest
+
+    by_id = {r.subject_id: r for r in read_manifest(plan.manifest)}
+    return [by_id[s] for s in subjects]
+
+
+def write_manifest(records: Sequence[Any], path: Path) -> Path:
+    """A manifest of ``records`` with absolute paths, written atomically."""
+    columns = ["subject_id", "image", "label", "periosteal", "endosteal", "side", "group"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        files = {c: str(Path(p).resolve()) if p is not None else "" for c, p in r.files.items()}
+        writer.writerow({"subject_id": r.subject_id, "side": r.side or "", "group": r.group or "",
+                         **{c: files.get(c, "") for c in columns[1:5]}})
+    _atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+def _stamp(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    return [{"path": str(p), "mtime_ns": p.stat().st_mtime_ns, "size": p.stat().st_size} for p in paths]
+
+
+def predict(records: Sequence[Any], checkpoints: Sequence[Path], output: Path, tta: str) -> int:
+    """Segment ``records`` with the ensemble of ``checkpoints`` into ``output/<subject_id>/``.
+
+    Skipped when ``output/predicted.json`` records the same checkpoints (path,
+    size, modification time), settings and subjects. Returns the number of failures.
+    """
+    from femurseg.inference import InferenceSettings, Predictor, load_checkpoints
+    from femurseg.inference.cohort import ScanInput, run_cohort
+
+    marker = output / "predicted.json"
+    stamp = {"checkpoints": _stamp(checkpoints), "tta": tta, "subjects": [r.subject_id for r in records]}
+    if marker.is_file() and json.loads(marker.read_text()) == stamp:
+        print(f"femurseg cv: predictions in {output} are up to date", flush=True)
         return 0
-    return _evaluate(plan, test=options.test)
+    marker.unlink(missing_ok=True)
+    predictor = Predictor(load_checkpoints(checkpoints=list(checkpoints)), InferenceSettings(tta=tta))
+    inputs = [ScanInput(r.subject_id, Path(r.image)) for r in records]
+    failed = run_cohort(inputs, output, predictor, trainer_kwargs={"accelerator": "auto", "devices": 1}, qc=False)
+    if not failed:
+        _atomic_write_text(marker, json.dumps(stamp, indent=2) + "\n")
+    return failed
 
 
-def _evaluate(plan: CVPlan, test: bool) -> int:
-    raise NotImplementedError("out-of-fold evaluation lands with femurseg.inference")
+def _evaluate_set(
+    plan: CVPlan, subjects: Sequence[str], checkpoints: Sequence[Path], folder: Path, tta: str
+) -> list[dict[str, Any]]:
+    """Predict and evaluate one set of subjects; per-subject rows of ``evaluate_cohort``."""
+    from femurseg.metrics.evaluate import evaluate_cohort
+
+    records = _records(plan, subjects)
+    manifest = write_manifest(records, folder / "manifest.csv")
+    predict(records, checkpoints, folder, tta)
+    return evaluate_cohort(folder, manifest, folder / "metrics.csv", show=False).rows
+
+
+def _checkpoints(plan: CVPlan, pair: CVPlan | None, folds: Sequence[int]) -> list[Path]:
+    plans = [plan] if pair is None else [plan, pair]
+    return [p.best_checkpoint(k) for p in plans for k in folds]
+
+
+def evaluate_folds(plan: CVPlan, pair: CVPlan | None, tta: str) -> int:
+    """Out-of-fold evaluation: writes ``cv_summary.csv`` and ``cv_summary.json``; returns failed subjects."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for k in plan.folds:
+        print(f"femurseg cv: fold {k}: segmenting {len(plan.val_subjects(k))} validation subject(s)", flush=True)
+        folder = plan.experiment_dir / "cv_predictions" / f"fold_{k}"
+        rows[str(k)] = _evaluate_set(plan, plan.val_subjects(k), _checkpoints(plan, pair, [k]), folder, tta)
+    return write_summary(plan.experiment_dir / "cv_summary.csv", rows, pair)
+
+
+def evaluate_test(plan: CVPlan, pair: CVPlan | None, tta: str) -> int:
+    """The ensemble of every selected fold on the held-out test subjects: ``test_summary.csv``."""
+    subjects = list(plan.splits["test"])
+    if not subjects:
+        raise CVError(f"{plan.experiment_dir / 'splits.json'} has no test subjects (data.test_fraction is 0)")
+    print(f"femurseg cv: ensemble of folds {list(plan.folds)}: segmenting {len(subjects)} test subject(s)", flush=True)
+    folder = plan.experiment_dir / "test_predictions"
+    rows = {"ensemble": _evaluate_set(plan, subjects, _checkpoints(plan, pair, plan.folds), folder, tta)}
+    return write_summary(plan.experiment_dir / "test_summary.csv", rows, pair)
+
+
+def write_summary(path: Path, rows: dict[str, list[dict[str, Any]]], pair: CVPlan | None) -> int:
+    """Write the per-subject rows, then mean and std rows per group and overall, as CSV and JSON.
+
+    CSV columns: ``kind`` (``subject``, ``mean`` or ``std``), ``fold`` (the fold,
+    ``ensemble``, or ``all`` for the rows over every subject), ``subject_id``,
+    ``status``, ``error`` and the metrics of :func:`femurseg.metrics.evaluate_label_maps`.
+    Means and standard deviations (ddof 1) use the finite values of the subjects
+    evaluated without error. The JSON holds :func:`femurseg.metrics.evaluate.summarize`
+    per group and overall (median, range, worst subjects). Returns failed subjects.
+    """
+    from femurseg.metrics.evaluate import METRICS, TARGETS, summarize
+
+    keys = [f"{t}_{m}" for t in TARGETS for m in METRICS]
+    everyone = [r for group in rows.values() for r in group]
+    groups = {name: summarize(group) for name, group in rows.items()}
+    groups_all = {**groups, "all": summarize(everyone)} if len(rows) > 1 else groups
+    table = [{"kind": "subject", "fold": name, **r} for name, group in rows.items() for r in group]
+    for name, summary in groups_all.items():
+        for stat in ("mean", "std"):
+            values = {k: summary["metrics"][k][stat] for k in keys if k in summary["metrics"]}
+            table.append({"kind": stat, "fold": name, **{k: v for k, v in values.items() if v is not None}})
+    buffer = io.StringIO()
+    columns = ["kind", "fold", "subject_id", "status", "error", *keys]
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in table:
+        writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+    _atomic_write_text(path, buffer.getvalue())
+    document = {"pair": str(pair.experiment_dir) if pair else None, "groups": groups,
+                "overall": groups_all.get("all", next(iter(groups.values())))}
+    _atomic_write_text(path.with_suffix(".json"), json.dumps(document, indent=2, allow_nan=False) + "\n")
+    overall = document["overall"]
+    dice = overall["metrics"].get("periosteal_dice", {})
+    print(f"femurseg cv: wrote {path}: {overall['n_ok']}/{overall['n_subjects']} subjects evaluated; periosteal Dice "
+          f"{dice.get('mean') or float('nan'):.4f} ± {dice.get('std') or 0.0:.4f}", flush=True)
+    for failure in overall["failed"]:
+        print(f"femurseg cv: failed {failure['subject_id']}: {failure['error']}", file=sys.stderr)
+    return int(overall["n_failed"])

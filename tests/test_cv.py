@@ -18,10 +18,14 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
-def cv_args(manifest: Path, runs: Path, experiment: str = "tiny_cv") -> list[str]:
-    """Two folds of a fit that takes seconds: 4 mm phantoms, 16³ patches, a 2-stage net, 2 steps."""
+def cv_args(manifest: Path, runs: Path, experiment: str = "tiny_cv", target: str = "compartments") -> list[str]:
+    """Two folds of a fit that takes seconds: 4 mm phantoms, 16³ patches, a 2-stage net, 2 steps.
+
+    The 3-class target segments both contours, so its folds are evaluated without a
+    partner experiment (binary targets need ``--pair``).
+    """
     return [
-        "--config", str(CONFIGS / "periosteal.yaml"), "--config", str(CONFIGS / "quickstart.yaml"),
+        "--config", str(CONFIGS / f"{target}.yaml"), "--config", str(CONFIGS / "quickstart.yaml"),
         "--runs_root", str(runs), "--experiment", experiment,
         "--data.manifest", str(manifest), "--data.num_folds", "2", "--data.cache_dir", "null",
         "--data.spacing", "[4, 4, 4]", "--data.patch_size", "[16, 16, 16]", "--data.batch_size", "2",
@@ -42,7 +46,7 @@ def fold_files(experiment: Path) -> dict[Path, float]:
 @pytest.fixture(scope="module")
 def cross_validated(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("cv_runs")
-    assert main(["cv", *cv_args(tiny_cohort, runs), "--train-only"]) == 0  # TODO: evaluate once inference lands
+    assert main(["cv", *cv_args(tiny_cohort, runs), "--test", "--tta", "none"]) == 0
     return runs / "tiny_cv"
 
 
@@ -54,7 +58,6 @@ def test_every_fold_is_trained_and_marked_done(cross_validated: Path):
         assert (cross_validated / f"fold_{k}" / "config.yaml").is_file()
 
 
-@pytest.mark.skip(reason="out-of-fold evaluation waits for femurseg.inference (segment/run_cohort)")
 def test_cv_summary_has_one_row_per_validation_subject(cross_validated: Path):
     splits = json.loads((cross_validated / "splits.json").read_text())
     rows = list(csv.DictReader((cross_validated / "cv_summary.csv").open()))
@@ -70,16 +73,31 @@ def test_cv_summary_has_one_row_per_validation_subject(cross_validated: Path):
     assert float(means[("mean", "all")]["periosteal_dice"]) == pytest.approx(sum(dice) / len(dice))
     summary = json.loads((cross_validated / "cv_summary.json").read_text())
     assert summary["overall"]["n_ok"] == len(subjects)
+    for k in (0, 1):  # out-of-fold predictions on the scans' own grids
+        for subject in splits["folds"][k]["val"]:
+            assert (cross_validated / "cv_predictions" / f"fold_{k}" / subject / "segmentation.nii.gz").is_file()
+
+
+def test_test_summary_evaluates_the_fold_ensemble(cross_validated: Path):
+    splits = json.loads((cross_validated / "splits.json").read_text())
+    rows = list(csv.DictReader((cross_validated / "test_summary.csv").open()))
+    assert [r["subject_id"] for r in rows if r["kind"] == "subject"] == splits["test"]
+    assert {r["fold"] for r in rows} == {"ensemble"}
+    assert all(0.0 <= float(r["endosteal_dice"]) <= 1.0 for r in rows if r["kind"] == "subject")
+    predicted = json.loads((cross_validated / "test_predictions" / "predicted.json").read_text())
+    assert [Path(c["path"]).parts[-3] for c in predicted["checkpoints"]] == ["fold_0", "fold_1"]
 
 
 def test_second_run_skips_complete_folds(cross_validated: Path, tiny_cohort: Path, capsys: pytest.CaptureFixture):
     before = fold_files(cross_validated)
     start = time.perf_counter()
-    assert main(["cv", *cv_args(tiny_cohort, cross_validated.parent), "--train-only"]) == 0
+    summary = (cross_validated / "cv_summary.csv").read_text()
+    assert main(["cv", *cv_args(tiny_cohort, cross_validated.parent), "--tta", "none"]) == 0
     seconds = time.perf_counter() - start
     assert fold_files(cross_validated) == before  # nothing retrained
     out = capsys.readouterr().out
-    assert out.count("complete, skipped") == 2
+    assert out.count("complete, skipped") == 2 and out.count("are up to date") == 2  # nor re-segmented
+    assert (cross_validated / "cv_summary.csv").read_text() == summary
     assert seconds < 30, f"a run with nothing to train took {seconds:.0f} s"
 
 
@@ -103,6 +121,33 @@ def test_interrupted_fold_resumes_from_last_checkpoint(cross_validated: Path, ti
     assert command[-4:] == ["--data.fold", "1", "--ckpt_path", str(copy / "fold_1" / "checkpoints" / "last.ckpt")]
     assert cv.fold_state(copy / "fold_1") == "done"
     assert json.loads((copy / "fold_1" / cv.DONE_FILE).read_text())["resumed"] is True
+
+
+def test_binary_target_needs_its_pair(tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    args = cv_args(tiny_cohort, tmp_path, experiment="periosteal", target="periosteal")
+    assert main(["cv", *args]) == 2
+    assert "--pair <runs_root>/endosteal" in capsys.readouterr().err
+    assert not (tmp_path / "periosteal" / "fold_0").exists()  # refused before any training
+
+
+def test_pair_must_share_the_split_and_be_trained(tmp_path: Path):
+    splits = {"test": ["t"], "folds": [{"train": ["a"], "val": ["b"]}, {"train": ["b"], "val": ["a"]}]}
+    plan = cv.CVPlan((), tmp_path / "periosteal", tmp_path / "m.csv", splits, (0, 1), target="periosteal")
+    partner = tmp_path / "endosteal"
+    partner.mkdir()
+    (partner / "splits.json").write_text(json.dumps({**splits, "test": ["a"]}))
+    with pytest.raises(cv.CVError, match="split differs"):
+        cv.check_pair(plan, partner)
+    (partner / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(cv.CVError, match=r"fold\(s\) \[0, 1\] are not complete"):
+        cv.check_pair(plan, partner)
+    for k in (0, 1):
+        (partner / f"fold_{k}" / "checkpoints").mkdir(parents=True)
+        (partner / f"fold_{k}" / "checkpoints" / "best.ckpt").write_bytes(b"")
+        (partner / f"fold_{k}" / cv.DONE_FILE).write_text("{}")
+    assert cv.check_pair(plan, partner).best_checkpoint(1) == partner / "fold_1" / "checkpoints" / "best.ckpt"
+    compartments = cv.CVPlan((), tmp_path, tmp_path / "m.csv", splits, (0,), target="compartments")
+    assert cv.check_pair(compartments, None) is None
 
 
 def test_failed_fit_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
