@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bf16 autocast; 'auto' uses it on GPUs and CPUs with AVX-512 BF16")
     window.add_argument("--accumulator", choices=["float32", "float16"], default="float32",
                         help="sliding-window accumulator precision (float16 halves their memory)")
+    window.add_argument("--skip-below-hu", type=_optional_float, default=300.0, metavar="HU",
+                        help="windows whose densest voxel is below HU count as background without running "
+                             "the networks ('none': evaluate every window)")
     post = parser.add_argument_group("postprocessing and outputs")
     post.add_argument("--bilateral", action="store_true", help="keep one femur per side")
     post.add_argument("--min-cortex-mm", type=float, default=0.0, help="minimum cortical thickness (0: one voxel)")
@@ -67,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``femurseg segment``; returns 0 on success, 1 if a scan failed, 2 on invalid input."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = InferenceSettings(
             tta=args.tta, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size,
             patch_size=tuple(args.patch_size) if args.patch_size else None, precision=args.precision,
-            accumulator=args.accumulator, average_weights=args.average_weights,
+            accumulator=args.accumulator, skip_below_hu=args.skip_below_hu, average_weights=args.average_weights,
             uncertainty=args.uncertainty, uncertainty_threshold=args.uncertainty_threshold,
             keep_probabilities=args.save_probabilities,
             postprocessing=Postprocessing(bilateral=args.bilateral, min_cortex_mm=args.min_cortex_mm,

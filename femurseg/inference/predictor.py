@@ -76,6 +76,10 @@ class InferenceSettings:
         ``bf16`` or ``fp32``.
     accumulator
         ``float32`` or ``float16`` sliding-window accumulators.
+    skip_below_hu
+        Windows whose densest voxel is below this HU hold no bone: they are not
+        evaluated and count as background (air, fat, muscle). ``None`` evaluates
+        every window.
     average_weights
         Average the weights of each target's checkpoints into one network.
     uncertainty
@@ -98,6 +102,7 @@ class InferenceSettings:
     patch_size: tuple[int, int, int] | None = None
     precision: PrecisionSetting = "auto"
     accumulator: Literal["float32", "float16"] = "float32"
+    skip_below_hu: float | None = 300.0
     average_weights: bool = False
     uncertainty: bool = False
     uncertainty_threshold: float = 0.15
@@ -206,10 +211,16 @@ class Predictor:
         array = sitk.GetArrayFromImage(preprocessed)  # (z, y, x)
         volume = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 1, 0)))[None, None]
         dtype = torch.float16 if s.accumulator == "float16" else torch.float32
+        skip, skip_value = None, None
+        if s.skip_below_hu is not None:
+            low, high = self.checkpoints.preprocessing.hu_window
+            level = (s.skip_below_hu - (low + high) / 2) / ((high - low) / 2)
+            skip = _BelowLevel(level)
+            skip_value = [0.0] * (4 if s.uncertainty else 2)
         return sliding_window_inference(
             volume, self.network, s.patch_size or self.checkpoints.patch_size, overlap=s.overlap, blend=s.blend,
             batch_size=s.batch_size, precision=resolve_precision(s.precision, self.device), accumulator_dtype=dtype,
-            pad_value=-1.0, device=self.device,
+            pad_value=-1.0, device=self.device, skip=skip, skip_value=skip_value,
         )[0]
 
     def predict(self, image: sitk.Image, subject_id: str = "scan", source: str = "") -> SegmentationResult:
@@ -266,6 +277,16 @@ class Predictor:
         uncertainty = _scalar_image(spread, image) if spread is not None else None
         return SegmentationResult(subject_id, image, label, report, probabilities, uncertainty)
 
+
+
+@dataclass(frozen=True)
+class _BelowLevel:
+    """Skip predicate: windows whose maximum (scaled intensity) is below ``level``."""
+
+    level: float
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        return windows.flatten(1).amax(dim=1) < self.level
 
 
 Grid = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]

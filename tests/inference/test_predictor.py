@@ -185,3 +185,21 @@ def test_weight_averaging_of_fold_checkpoints(tmp_path):
     wide = read_checkpoint(save_checkpoint(tmp_path / "w.ckpt", net_kwargs={"channels": [8, 16], "strides": [2]}))
     with pytest.raises(CheckpointError, match="cannot average"):
         average_weights([folds[0], wide])
+
+
+def test_windows_without_bone_are_skipped_as_background(tmp_path):
+    image, _ = phantom(size=(60, 40, 16))                     # bone on one side, air elsewhere
+    p, e = band_checkpoints(tmp_path)
+    loaded = load_checkpoints(periosteal=[p], endosteal=[e])
+    pre = preprocess_image(image, SETTINGS)
+    # the band nets call anything above -250 HU bone, so windows below -300 HU are background to them
+    skipping = Predictor(loaded, InferenceSettings(tta="none", patch_size=(8, 8, 8), skip_below_hu=-300.0))
+    calls = []
+    skipping.network.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    fast = skipping.probabilities(pre)
+    every = Predictor(loaded, InferenceSettings(tta="none", patch_size=(8, 8, 8), skip_below_hu=None))
+    every.network.register_forward_hook(lambda module, inputs, output: calls.append(-len(inputs[0])))
+    slow = every.probabilities(pre)
+    evaluated, total = sum(c for c in calls if c > 0), -sum(c for c in calls if c < 0)
+    assert 0 < evaluated < total
+    assert torch.allclose(fast, slow, atol=1e-3)
