@@ -69,7 +69,7 @@ def render_qc(
                     origin=origin, interpolation="nearest")
         for mask, colour in ((label[index] >= 1, PERIOSTEAL_COLOUR), (label[index] == 2, ENDOSTEAL_COLOUR)):
             if mask.any() and not mask.all():
-                axes.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0, origin=origin)
+                axes.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0)
         axes.set_title(name)
         axes.set_axis_off()
     figure.suptitle(f"{title}  (periosteal: orange, endosteal: blue)".strip())
