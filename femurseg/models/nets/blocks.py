@@ -152,9 +152,8 @@ class DeepSupervisionHeads(nn.ModuleList):
     """
 
     def __init__(self, channels: Sequence[int], out_channels: int, *, enabled: bool) -> None:
-        super().__init__(
-            nn.Conv3d(channels[stage], out_channels, 1) for stage in range(1, len(channels) - 1)
-        ) if enabled else super().__init__()
+        stages = range(1, len(channels) - 1) if enabled else range(0)
+        super().__init__(nn.Conv3d(channels[stage], out_channels, 1) for stage in stages)
 
     def forward(self, decoded: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Logits of the coarser outputs, finest first.
