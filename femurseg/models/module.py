@@ -186,10 +186,14 @@ class SegmentationModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=image.shape[0])
         return loss
 
+    def on_train_start(self) -> None:
+        self._ema_step = self.global_step
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Update the EMA weights after the optimizer step."""
-        if self.ema_net is not None:
-            update_ema(self.ema_net, self.net, ema_decay_at(self.hparams.ema_decay, self.global_step))
+        """Update the EMA weights once per optimizer step (not per batch under gradient accumulation)."""
+        if self.ema_net is not None and self.global_step != getattr(self, "_ema_step", None):
+            update_ema(self.ema_net, self.net, ema_decay_at(self.hparams.ema_decay, self.global_step - 1))
+            self._ema_step = self.global_step
 
     def supervised_loss(self, outputs: torch.Tensor | list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """Loss over one output or, with deep supervision, a weighted sum over scales.

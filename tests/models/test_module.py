@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from femurseg.models import SegmentationModule
-from femurseg.models.ema import ema_decay_at
+from femurseg.models.ema import ema_decay_at, update_ema
 from femurseg.models.schedules import lr_factor
 
 TINY = {"channels": (4, 8), "strides": (2,)}
@@ -67,12 +67,22 @@ def test_schedule_drives_the_optimizer(tmp_path, schedule="cosine"):
     assert lr == pytest.approx(1e-3 * lr_factor(4, 4, schedule=schedule, warmup_steps=2), abs=1e-9)
 
 
-def test_ema_is_validated_and_saved_as_inference_weights(tmp_path):
+def test_ema_is_validated_and_saved_as_inference_weights(tmp_path, monkeypatch):
+    import femurseg.models.module as module_file
+
+    decays = []
+
+    def counting_update(ema, net, decay):
+        decays.append(decay)
+        update_ema(ema, net, decay)
+
+    monkeypatch.setattr(module_file, "update_ema", counting_update)
     torch.manual_seed(0)
     module = SegmentationModule(net_kwargs=TINY, ema_decay=0.9, patch_size=16, val_batch_size=1)
     initial = [p.detach().clone() for p in module.net.parameters()]
-    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1)
-    trainer.fit(module, train_dataloaders=_loader(), val_dataloaders=_loader(n=1, batch_size=1))
+    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1, accumulate_grad_batches=2)
+    trainer.fit(module, train_dataloaders=_loader(n=6, batch_size=1), val_dataloaders=_loader(n=1, batch_size=1))
+    assert decays == pytest.approx([ema_decay_at(0.9, t) for t in range(3)])  # once per optimizer step
     assert module.ema_net is not None
     assert all(not p.requires_grad for p in module.ema_net.parameters())
     # one step per optimizer step, with the ramped decay
