@@ -48,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bf16 autocast; 'auto' uses it on GPUs and CPUs with AVX-512 BF16")
     window.add_argument("--accumulator", choices=["float32", "float16"], default="float32",
                         help="sliding-window accumulator precision (float16 halves their memory)")
-    window.add_argument("--skip-below-hu", type=_optional_float, default=300.0, metavar="HU",
-                        help="windows whose densest voxel is below HU count as background without running "
-                             "the networks ('none': evaluate every window)")
+    window.add_argument("--skip-below-hu", type=_optional_float, default=None, metavar="HU",
+                        help="opt-in speed-up: windows whose densest voxel is below HU (e.g. 300) count as "
+                             "background without running the networks (default: evaluate every window)")
     post = parser.add_argument_group("postprocessing and outputs")
     post.add_argument("--bilateral", action="store_true", help="keep one femur per side")
     post.add_argument("--min-cortex-mm", type=float, default=0.0, help="minimum cortical thickness (0: one voxel)")

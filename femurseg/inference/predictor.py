@@ -77,9 +77,10 @@ class InferenceSettings:
     accumulator
         ``float32`` or ``float16`` sliding-window accumulators.
     skip_below_hu
-        Windows whose densest voxel is below this HU hold no bone: they are not
-        evaluated and count as background (air, fat, muscle). ``None`` evaluates
-        every window.
+        Opt-in speed-up: windows whose densest voxel is below this HU (e.g. 300)
+        hold no bone; they are not evaluated and count as background. Only valid
+        for a network that has learned that bone-free regions are background;
+        ``None`` (default) evaluates every window.
     average_weights
         Average the weights of each target's checkpoints into one network.
     uncertainty
@@ -102,7 +103,7 @@ class InferenceSettings:
     patch_size: tuple[int, int, int] | None = None
     precision: PrecisionSetting = "auto"
     accumulator: Literal["float32", "float16"] = "float32"
-    skip_below_hu: float | None = 300.0
+    skip_below_hu: float | None = None
     average_weights: bool = False
     uncertainty: bool = False
     uncertainty_threshold: float = 0.15
