@@ -19,14 +19,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from femurseg.data.datamodule import FemurDataModule
 from femurseg.models.module import SegmentationModule
 
-__all__ = ["FemursegCLI", "run_folder", "make_loggers"]
+__all__ = ["FemursegCLI", "WandbSummaries", "run_folder", "make_loggers"]
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -49,7 +49,7 @@ def make_loggers(run_dir: Path, experiment: str, fold: int | str, wandb_mode: st
     if mode != "disabled":
         from lightning.pytorch.loggers import WandbLogger
 
-        os.environ["WANDB_MODE"] = mode  # offline: never a network call, never a login prompt
+        # offline: never a network call, never a login prompt
         loggers.append(
             WandbLogger(
                 project=os.environ.get("WANDB_PROJECT", "femurseg"), name=f"{experiment}/fold_{fold}",
@@ -57,6 +57,18 @@ def make_loggers(run_dir: Path, experiment: str, fold: int | str, wandb_mode: st
             )
         )
     return loggers
+
+
+class WandbSummaries(Callback):
+    """Make W&B summarise ``val/dice`` by its maximum (sweeps rank runs by the summary)."""
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                for name in ("val/dice", "val/dice_min"):
+                    logger.experiment.define_metric(name, summary="max")
 
 
 class FemursegCLI(LightningCLI):
@@ -100,6 +112,6 @@ class FemursegCLI(LightningCLI):
                 )
             )
         if kwargs.get("logger") or trainer_config.get("logger"):
-            callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+            callbacks += [LearningRateMonitor(logging_interval="epoch"), WandbSummaries()]
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
