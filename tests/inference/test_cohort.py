@@ -31,8 +31,10 @@ class CohortBandNet(nn.Module):
         return torch.cat([torch.zeros_like(x), self.scale * torch.minimum(x - self.low, self.high - x)], dim=1)
 
 
-if "test_cohort_band_net" not in NETS:
-    NETS.register("test_cohort_band_net", CohortBandNet)
+@pytest.fixture(autouse=True)
+def _register_cohortbandnet(monkeypatch):
+    """Register the test net for this module's tests only (the registry stays clean for others)."""
+    monkeypatch.setitem(NETS._items, "test_cohort_band_net", CohortBandNet)
 
 
 def _checkpoint(path, target, low, high):

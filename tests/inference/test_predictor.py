@@ -30,8 +30,10 @@ class BandNet(nn.Module):
         return torch.cat([torch.zeros_like(x), logit], dim=1)
 
 
-if "test_band_net" not in NETS:
-    NETS.register("test_band_net", BandNet)
+@pytest.fixture(autouse=True)
+def _register_bandnet(monkeypatch):
+    """Register the test net for this module's tests only (the registry stays clean for others)."""
+    monkeypatch.setitem(NETS._items, "test_band_net", BandNet)
 
 SETTINGS = Preprocessing(spacing=(1.5, 1.5, 1.5))
 
