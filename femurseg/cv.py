@@ -39,7 +39,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from femurseg.atomic import atomic_write_text
 from femurseg.errors import FemursegError
 
 __all__ = [
@@ -228,19 +228,6 @@ def fit_command(fit_args: Sequence[str], fold: int | str, ckpt_path: Path | None
     return command
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _warn_if_args_changed(plan: CVPlan, fold: int) -> None:
     done = json.loads((plan.run_dir(fold) / DONE_FILE).read_text())
     if list(done.get("fit_args", [])) != list(plan.fit_args):
@@ -293,7 +280,7 @@ def train_fold(plan: CVPlan, fold: int) -> FoldState:
         "seconds": round(time.perf_counter() - start, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write_text(run_dir / DONE_FILE, json.dumps(done, indent=2) + "\n")
+    atomic_write_text(run_dir / DONE_FILE, json.dumps(done, indent=2) + "\n")
     return state
 
 
@@ -456,7 +443,7 @@ def write_manifest(records: Sequence[Any], path: Path) -> Path:
         files = {c: str(Path(p).resolve()) if p is not None else "" for c, p in r.files.items()}
         writer.writerow({"subject_id": r.subject_id, "side": r.side or "", "group": r.group or "",
                          **{c: files.get(c, "") for c in columns[1:5]}})
-    _atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 
@@ -483,7 +470,7 @@ def predict(records: Sequence[Any], checkpoints: Sequence[Path], output: Path, t
     inputs = [ScanInput(r.subject_id, Path(r.image)) for r in records]
     failed = run_cohort(inputs, output, predictor, trainer_kwargs={"accelerator": "auto", "devices": 1}, qc=False)
     if not failed:
-        _atomic_write_text(marker, json.dumps(stamp, indent=2) + "\n")
+        atomic_write_text(marker, json.dumps(stamp, indent=2) + "\n")
     return failed
 
 
@@ -552,10 +539,10 @@ def write_summary(path: Path, rows: dict[str, list[dict[str, Any]]], pair: CVPla
     writer.writeheader()
     for row in table:
         writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-    _atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
     document = {"pair": str(pair.experiment_dir) if pair else None, "groups": groups,
                 "overall": groups_all.get("all", next(iter(groups.values())))}
-    _atomic_write_text(path.with_suffix(".json"), json.dumps(document, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path.with_suffix(".json"), json.dumps(document, indent=2, allow_nan=False) + "\n")
     overall = document["overall"]
     dice = overall["metrics"].get("periosteal_dice", {})
     print(f"femurseg cv: wrote {path}: {overall['n_ok']}/{overall['n_subjects']} subjects evaluated; periosteal Dice "

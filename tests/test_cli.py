@@ -141,7 +141,7 @@ def test_ddp_two_ranks_train_on_different_subjects(tiny_cohort: Path, tmp_path: 
                          "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
                          "--trainer.callbacks+=recorder.RecordSubjects")
     result = subprocess.run([sys.executable, "-m", "femurseg", "fit", *args], env=env, capture_output=True,
-                            text=True, timeout=600)
+                            text=True, encoding="utf-8", errors="replace", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 

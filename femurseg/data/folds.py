@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from femurseg.atomic import atomic_write_text
 from femurseg.errors import ManifestError
 
 __all__ = ["make_splits", "load_or_create_splits", "select_fold", "Fold"]
@@ -157,10 +158,7 @@ def load_or_create_splits(
             )
         return splits
     splits = make_splits(subjects, groups, num_folds=num_folds, test_fraction=test_fraction, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(splits, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(splits, indent=2) + "\n")
     return splits
 
 

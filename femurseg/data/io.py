@@ -7,13 +7,13 @@ folders. Every error names the file.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 
+from femurseg.atomic import atomic_path
 from femurseg.errors import DataError
 
 if TYPE_CHECKING:
@@ -97,14 +97,7 @@ def write_image(image: sitk.Image, path: str | os.PathLike[str], compress: bool 
     a temporary file (``.*.tmp``) that is never mistaken for output.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".nii.gz"
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=compress)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=f".tmp{suffix}") as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
     return path

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import SimpleITK as sitk
 
+from femurseg.atomic import atomic_write_bytes
 from femurseg.data.synthetic_body import ROD_DENSITIES, Tissue
 from femurseg.data.synthetic_preset import PRESETS, SynthPreset
 from femurseg.data.synthetic_render import Rendered, render, sample_subject
@@ -194,17 +195,6 @@ def _meta(subject_id: str, params: Any, spec: SynthPreset, side: str, rendered: 
 
 
 # ----------------------------------------------------------------------------- writing
-def _atomic_bytes(data: bytes, path: Path) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _nifti_gz_bytes(image: sitk.Image, folder: Path) -> bytes:
     """Deterministic ``.nii.gz`` bytes: uncompressed NIfTI, gzip with mtime 0 and no name."""
     handle, tmp = tempfile.mkstemp(prefix=".synth.", suffix=".tmp.nii", dir=folder)
@@ -221,10 +211,10 @@ def _write_one(args: tuple[Path, int, str | SynthPreset]) -> tuple[str, str, str
     out, seed, preset = args
     case = generate_subject(seed, preset)
     sid = case.subject_id
-    _atomic_bytes(_nifti_gz_bytes(case.image, out / "images"), out / "images" / f"{sid}.nii.gz")
-    _atomic_bytes(_nifti_gz_bytes(case.label, out / "labels"), out / "labels" / f"{sid}.nii.gz")
+    atomic_write_bytes(out / "images" / f"{sid}.nii.gz", _nifti_gz_bytes(case.image, out / "images"))
+    atomic_write_bytes(out / "labels" / f"{sid}.nii.gz", _nifti_gz_bytes(case.label, out / "labels"))
     text = json.dumps(case.meta, indent=2, sort_keys=True) + "\n"
-    _atomic_bytes(text.encode(), out / "meta" / f"{sid}.json")
+    atomic_write_bytes(out / "meta" / f"{sid}.json", text.encode())
     return sid, case.meta["side"], case.meta["group"]
 
 
@@ -279,5 +269,5 @@ def write_cohort(
     for sid, side, group in rows:
         lines.append(f"{sid},images/{sid}.nii.gz,labels/{sid}.nii.gz,{side},{group}")
     manifest = out / "manifest.csv"
-    _atomic_bytes(("\n".join(lines) + "\n").encode(), manifest)
+    atomic_write_bytes(manifest, ("\n".join(lines) + "\n").encode())
     return manifest

@@ -27,6 +27,7 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from femurseg.atomic import atomic_write_text
 from femurseg.data.io import write_image
 
 __all__ = [
@@ -49,21 +50,6 @@ SUMMARY_COLUMNS = [
     "bmc_periosteal_g", "uncertainty", "qc_flag", "seconds",
 ]
 ERROR_COLUMNS = ["subject_id", "image", "error_type", "message"]
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

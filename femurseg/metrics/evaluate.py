@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from femurseg.atomic import atomic_write_text
 from femurseg.errors import DataError, FemursegError
 from femurseg.metrics.overlap import overlap_metrics
 from femurseg.metrics.surface import _union_box, surface_metrics
@@ -278,18 +278,6 @@ def summarize(rows: Sequence[dict[str, Any]], tolerance_mm: float = 1.0) -> dict
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
     columns = ["subject_id", "status", "error", *metric_keys()]
     buffer = io.StringIO()
@@ -393,9 +381,9 @@ def evaluate_cohort(
         with ProcessPoolExecutor(max_workers=min(workers, len(records))) as pool:
             rows = list(pool.map(job, records))
     summary = summarize(rows, tolerance_mm)
-    _atomic_write_text(out_path, _csv_text(rows))
+    atomic_write_text(out_path, _csv_text(rows))
     summary_path = out_path.with_name(f"{out_path.stem}_summary.json")
-    _atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     if show:
         _print_table(summary)
     return CohortEvaluation(rows, summary)
