@@ -10,6 +10,14 @@ MONAI's ``sliding_window_inference``, so the two agree to float rounding in fp32
 This module sits at the package root because two layers use it: validation in
 :mod:`femurseg.models.module` and prediction in :mod:`femurseg.inference`.
 
+Coarse to fine (``sparse``): most of a CT's field of view holds no femur, yet an
+overlapping grid evaluates every region about ``1 / (1 - overlap)³`` times. With a
+:class:`SparseWindows` setting, the windows of a non-overlapping tiling (a subset of the
+grid) are evaluated first; every other window is then evaluated only if the first pass
+gave some voxel inside it a foreground probability of at least ``threshold``, and
+otherwise contributes a constant (background). Evaluated windows are bit-identical to
+the exhaustive run, so only regions far from anything foreground-like can differ.
+
 Memory: besides the input, only ``C_out + 1`` accumulator volumes are held (weighted
 sum and weight sum), in ``accumulator_dtype``; the weighted sum is normalised in
 place and returned, so no further full-size copy is made. A 360×360×300 grid with two
@@ -30,12 +38,14 @@ import contextlib
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sliding_window_inference", "importance_map", "window_starts", "Blend", "Precision"]
+__all__ = ["sliding_window_inference", "importance_map", "window_starts", "tiling_starts", "SparseWindows", "Blend",
+           "Precision"]
 
 Blend = Literal["gaussian", "hann", "constant"]
 Precision = Literal["fp32", "bf16"]
@@ -43,6 +53,27 @@ Activation = Literal["softmax", "sigmoid"] | Callable[[torch.Tensor], torch.Tens
 
 #: Gaussian weights are clamped from below, as MONAI does, so edge voxels keep a finite weight.
 GAUSSIAN_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class SparseWindows:
+    """Coarse-to-fine window selection (see the module docstring).
+
+    Parameters
+    ----------
+    channel
+        Output channel (after the activation) holding the foreground probability.
+    threshold
+        A window beyond the first pass is evaluated only if the first pass gave at
+        least one voxel inside it this probability or more.
+    """
+
+    channel: int
+    threshold: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"SparseWindows threshold must be in (0, 1), got {self.threshold}")
 
 
 def importance_map(
@@ -93,6 +124,21 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return [i * step - max(i * step + patch - size, 0) for i in range(count)]
 
 
+def tiling_starts(starts: Sequence[int], patch: int) -> list[int]:
+    """A subset of ``starts`` whose windows cover the axis with the least overlap.
+
+    Greedy: the first start, then each start at least one window beyond the last
+    kept one, and the final start (which ends at the volume's edge).
+    """
+    kept = [starts[0]]
+    for start in starts[1:]:
+        if start >= kept[-1] + patch:
+            kept.append(start)
+    if kept[-1] != starts[-1]:
+        kept.append(starts[-1])
+    return kept
+
+
 def sliding_window_inference(
     image: torch.Tensor,
     network: Callable[[torch.Tensor], torch.Tensor | Sequence[torch.Tensor]],
@@ -109,6 +155,8 @@ def sliding_window_inference(
     device: torch.device | str | None = None,
     skip: Callable[[torch.Tensor], torch.Tensor] | None = None,
     skip_value: Sequence[float] | None = None,
+    sparse: SparseWindows | None = None,
+    counter: list[int] | None = None,
 ) -> torch.Tensor:
     """Apply ``network`` to a volume window by window and blend the outputs.
 
@@ -150,7 +198,13 @@ def sliding_window_inference(
         contribute the constant ``skip_value`` instead (e.g. windows of air, which
         cannot hold bone, contribute background).
     skip_value
-        Per-channel output of a skipped window, after the activation; required with ``skip``.
+        Per-channel output of a skipped window, after the activation; required with
+        ``skip`` and ``sparse``.
+    sparse
+        Coarse-to-fine window selection (:class:`SparseWindows`); ``None``
+        evaluates every window.
+    counter
+        If given, the number of windows evaluated by the network is appended to it.
 
     Returns
     -------
@@ -175,8 +229,8 @@ def sliding_window_inference(
         raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16")
     run_device = torch.device(device) if device is not None else image.device
     activate = _activation(activation)
-    if skip is not None and skip_value is None:
-        raise ValueError("skip needs skip_value: the output of a window that is not evaluated")
+    if (skip is not None or sparse is not None) and skip_value is None:
+        raise ValueError("skip and sparse need skip_value: the output of a window that is not evaluated")
     constant = None if skip_value is None else torch.tensor(list(skip_value), dtype=torch.float32,
                                                              device=image.device).view(-1, 1, 1, 1)
 
@@ -193,26 +247,53 @@ def sliding_window_inference(
     for start in starts:
         weight_sum[_window(start, patch)] += weights.to(accumulator_dtype)
 
-    output: torch.Tensor | None = None
     autocast = (
         torch.autocast(run_device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     )
+    if sparse is None:
+        passes = [starts]
+    else:
+        anchors = set(itertools.product(*(tiling_starts(window_starts(s, p, o), p)
+                                          for s, p, o in zip(padded, patch, overlaps))))
+        passes = [[s for s in starts if s in anchors], [s for s in starts if s not in anchors]]
+    output: torch.Tensor | None = None
+    evaluated = 0
+
+    def accumulate(b: int, chunk: list[tuple[int, ...]], results: list[torch.Tensor | None]) -> None:
+        nonlocal output
+        if output is None:
+            channels = next((r.shape[0] for r in results if r is not None), None) or len(constant)  # type: ignore[arg-type]
+            output = torch.zeros((image.shape[0], channels, *padded), dtype=accumulator_dtype, device=image.device)
+        for s, result in zip(chunk, results):
+            values = (constant if result is None else result) * weights
+            output[(b, slice(None), *_window(s, patch))] += values.to(accumulator_dtype)
+
     with torch.no_grad():
         for b in range(image.shape[0]):
-            for chunk in _chunks(starts, batch_size):
-                patches = torch.stack([image[b][(slice(None), *_window(s, patch))] for s in chunk])
-                skipped = [False] * len(chunk) if skip is None else [bool(v) for v in skip(patches)]
-                keep = [i for i, flag in enumerate(skipped) if not flag]
-                selected = patches if len(keep) == len(chunk) else patches[keep]
-                result = _run(network, selected.to(run_device), autocast, activate).to(image.device) if keep else None
-                if output is None:
-                    channels = result.shape[1] if result is not None else len(constant)  # type: ignore[arg-type]
-                    output = torch.zeros((image.shape[0], channels, *padded), dtype=accumulator_dtype,
-                                         device=image.device)
-                results = iter(result) if result is not None else iter(())
-                for s, flag in zip(chunk, skipped):
-                    values = (constant if flag else next(results)) * weights
-                    output[(b, slice(None), *_window(s, patch))] += values.to(accumulator_dtype)
+            roi = torch.zeros(padded, dtype=torch.bool, device=image.device) if sparse is not None else None
+            for index, selected in enumerate(passes):
+                if index == 1:  # refinement: only windows that touch the first pass's foreground
+                    assert roi is not None
+                    touched = [bool(roi[_window(s, patch)].any()) for s in selected]
+                    background = [s for s, t in zip(selected, touched) if not t]
+                    accumulate(b, background, [None] * len(background))
+                    selected = [s for s, t in zip(selected, touched) if t]
+                for chunk in _chunks(selected, batch_size):
+                    patches = torch.stack([image[b][(slice(None), *_window(s, patch))] for s in chunk])
+                    skipped = [False] * len(chunk) if skip is None else [bool(v) for v in skip(patches)]
+                    keep = [i for i, flag in enumerate(skipped) if not flag]
+                    run = patches if len(keep) == len(chunk) else patches[keep]
+                    result = _run(network, run.to(run_device), autocast, activate).to(image.device) if keep else None
+                    evaluated += len(keep)
+                    computed = iter(result) if result is not None else iter(())
+                    results = [None if flag else next(computed) for flag in skipped]
+                    if roi is not None and index == 0:
+                        for s, r in zip(chunk, results):
+                            if r is not None:
+                                roi[_window(s, patch)] |= r[sparse.channel] >= sparse.threshold  # type: ignore[union-attr]
+                    accumulate(b, chunk, results)
+    if counter is not None:
+        counter.append(evaluated)
     assert output is not None
     for b in range(output.shape[0]):
         output[b].div_(weight_sum)

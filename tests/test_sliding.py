@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from femurseg.sliding import importance_map, sliding_window_inference, window_starts
+from femurseg.sliding import SparseWindows, importance_map, sliding_window_inference, tiling_starts, window_starts
 
 
 def _net(seed: int = 0, out_channels: int = 3) -> torch.nn.Module:
@@ -123,3 +124,42 @@ def test_skipped_windows_contribute_their_constant():
     assert torch.allclose(every[:, 0], torch.full_like(every[:, 0], 0.25))
     with pytest.raises(ValueError, match="skip_value"):
         sliding_window_inference(image, network, 16, skip=lambda p: torch.ones(len(p), dtype=torch.bool))
+
+
+def test_tiling_starts_cover_the_axis_with_a_subset_of_the_grid():
+    for size, patch in [(97, 48), (125, 48), (81, 48), (48, 48), (200, 32)]:
+        starts = window_starts(size, patch, 0.5)
+        tiling = tiling_starts(starts, patch)
+        assert set(tiling) <= set(starts) and tiling[0] == 0 and tiling[-1] + patch == size
+        covered = np.zeros(size, bool)
+        for start in tiling:
+            covered[start:start + patch] = True
+        assert covered.all()
+    assert tiling_starts(window_starts(97, 48, 0.5), 48) == [0, 48, 49]
+
+
+def test_sparse_windows_evaluate_only_near_the_foreground_and_keep_it():
+    # a bright cube in a dark volume; a pointwise net: foreground exactly where the image is bright
+    image = torch.full((1, 1, 64, 64, 64), -1.0)
+    image[0, 0, 6:18, 40:52, 10:22] = 1.0
+
+    def network(x):
+        return torch.cat([-4 * x, 4 * x], dim=1)
+
+    every, sparse = [], []
+    full = sliding_window_inference(image, network, 16, activation="softmax", counter=every)
+    fast = sliding_window_inference(image, network, 16, activation="softmax", counter=sparse,
+                                    sparse=SparseWindows(channel=1), skip_value=[1.0, 0.0])
+    assert every == [7 ** 3] and sparse[0] < every[0] / 3          # 343 windows → the tiling (64) + a few
+    assert torch.equal(full.argmax(1), fast.argmax(1))
+    inside = (slice(None), slice(None), slice(6, 18), slice(40, 52), slice(10, 22))
+    assert torch.allclose(fast[inside], full[inside], atol=1e-6)    # windows touching the cube are all evaluated
+    # with nothing above the threshold only the tiling runs and the rest is background
+    none = []
+    empty = sliding_window_inference(torch.full((1, 1, 64, 64, 64), -1.0), network, 16, activation="softmax",
+                                     counter=none, sparse=SparseWindows(channel=1, threshold=0.5), skip_value=[1.0, 0.0])
+    assert none == [4 ** 3] and bool((empty.argmax(1) == 0).all())
+    with pytest.raises(ValueError, match="skip_value"):
+        sliding_window_inference(image, network, 16, sparse=SparseWindows(channel=1))
+    with pytest.raises(ValueError, match="threshold"):
+        SparseWindows(channel=1, threshold=1.5)

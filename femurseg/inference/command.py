@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bf16 autocast; 'auto' uses it on GPUs and CPUs with AVX-512 BF16")
     window.add_argument("--accumulator", choices=["float32", "float16"], default="float32",
                         help="sliding-window accumulator precision (float16 halves their memory)")
+    window.add_argument("--windows", choices=["sparse", "all"], default="sparse",
+                        help="'sparse' (default): a non-overlapping tiling first, then only the overlapping windows "
+                             "that touch its femur; 'all': every window (MONAI's exhaustive sliding window)")
+    window.add_argument("--sparse-threshold", type=float, default=0.05, metavar="P",
+                        help="periosteal probability of the first pass that makes a window worth evaluating")
     window.add_argument("--skip-below-hu", type=_optional_float, default=None, metavar="HU",
                         help="opt-in speed-up: windows whose densest voxel is below HU (e.g. 300) count as "
                              "background without running the networks (default: evaluate every window)")
@@ -87,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = InferenceSettings(
             tta=args.tta, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size,
             patch_size=tuple(args.patch_size) if args.patch_size else None, precision=args.precision,
-            accumulator=args.accumulator, skip_below_hu=args.skip_below_hu, average_weights=args.average_weights,
+            accumulator=args.accumulator, windows=args.windows,
+            sparse_threshold=args.sparse_threshold, skip_below_hu=args.skip_below_hu, average_weights=args.average_weights,
             uncertainty=args.uncertainty, uncertainty_threshold=args.uncertainty_threshold,
             keep_probabilities=args.save_probabilities,
             postprocessing=Postprocessing(bilateral=args.bilateral, min_cortex_mm=args.min_cortex_mm,

@@ -50,7 +50,7 @@ from femurseg.inference.contours import geometry_of, label_contours
 from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess
 from femurseg.inference.report import Calibration, compartment_report
-from femurseg.sliding import Blend, sliding_window_inference
+from femurseg.sliding import Blend, SparseWindows, sliding_window_inference
 
 __all__ = ["InferenceSettings", "SegmentationResult", "Predictor", "segment", "resolve_precision", "main"]
 
@@ -76,6 +76,14 @@ class InferenceSettings:
         ``bf16`` or ``fp32``.
     accumulator
         ``float32`` or ``float16`` sliding-window accumulators.
+    windows
+        ``"sparse"`` (default): coarse to fine — a non-overlapping tiling of
+        windows first, then only the overlapping windows that touch its
+        periosteal probability ≥ ``sparse_threshold``; the others count as
+        background (see :mod:`femurseg.sliding`). ``"all"``: every window, as
+        MONAI's ``sliding_window_inference``.
+    sparse_threshold
+        Periosteal probability of the first pass that makes a window worth evaluating.
     skip_below_hu
         Opt-in speed-up: windows whose densest voxel is below this HU (e.g. 300)
         hold no bone; they are not evaluated and count as background. Only valid
@@ -103,6 +111,8 @@ class InferenceSettings:
     patch_size: tuple[int, int, int] | None = None
     precision: PrecisionSetting = "auto"
     accumulator: Literal["float32", "float16"] = "float32"
+    windows: Literal["sparse", "all"] = "sparse"
+    sparse_threshold: float = 0.05
     skip_below_hu: float | None = None
     average_weights: bool = False
     uncertainty: bool = False
@@ -212,16 +222,19 @@ class Predictor:
         array = sitk.GetArrayFromImage(preprocessed)  # (z, y, x)
         volume = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 1, 0)))[None, None]
         dtype = torch.float16 if s.accumulator == "float16" else torch.float32
-        skip, skip_value = None, None
+        if s.windows not in ("sparse", "all"):
+            raise ValueError(f"unknown windows setting {s.windows!r}; valid: sparse, all")
+        skip = None
         if s.skip_below_hu is not None:
             low, high = self.checkpoints.preprocessing.hu_window
-            level = (s.skip_below_hu - (low + high) / 2) / ((high - low) / 2)
-            skip = _BelowLevel(level)
-            skip_value = [0.0] * (4 if s.uncertainty else 2)
+            skip = _BelowLevel((s.skip_below_hu - (low + high) / 2) / ((high - low) / 2))
+        # channel 0 of the ensemble's output is P(periosteal): every contour lies inside it
+        sparse = SparseWindows(channel=0, threshold=s.sparse_threshold) if s.windows == "sparse" else None
+        skip_value = [0.0] * (4 if s.uncertainty else 2) if skip is not None or sparse is not None else None
         return sliding_window_inference(
             volume, self.network, s.patch_size or self.checkpoints.patch_size, overlap=s.overlap, blend=s.blend,
             batch_size=s.batch_size, precision=resolve_precision(s.precision, self.device), accumulator_dtype=dtype,
-            pad_value=-1.0, device=self.device, skip=skip, skip_value=skip_value,
+            pad_value=-1.0, device=self.device, skip=skip, skip_value=skip_value, sparse=sparse,
         )[0]
 
     def predict(self, image: sitk.Image, subject_id: str = "scan", source: str = "") -> SegmentationResult:

@@ -85,7 +85,7 @@ def test_ensembling_equals_the_mean_of_single_model_probabilities(tmp_path):
              for j, t in enumerate(("periosteal", "endosteal")) for i in range(2)]
     image, _ = phantom(size=(24, 20, 12))
     pre = preprocess_image(image, SETTINGS)
-    settings = InferenceSettings(tta="none", precision="fp32")
+    settings = InferenceSettings(tta="none", precision="fp32", windows="all")
     together = Predictor(load_checkpoints(paths), settings).probabilities(pre)
     singles = [Predictor(load_checkpoints(periosteal=[paths[i]], endosteal=[paths[2 + i]]), settings).probabilities(pre)
                for i in range(2)]
@@ -195,13 +195,34 @@ def test_windows_without_bone_are_skipped_as_background(tmp_path):
     loaded = load_checkpoints(periosteal=[p], endosteal=[e])
     pre = preprocess_image(image, SETTINGS)
     # the band nets call anything above -250 HU bone, so windows below -300 HU are background to them
-    skipping = Predictor(loaded, InferenceSettings(tta="none", patch_size=(8, 8, 8), skip_below_hu=-300.0))
+    skipping = Predictor(loaded, InferenceSettings(tta="none", patch_size=(8, 8, 8), skip_below_hu=-300.0,
+                                                          windows="all"))
     calls = []
     skipping.network.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
     fast = skipping.probabilities(pre)
-    every = Predictor(loaded, InferenceSettings(tta="none", patch_size=(8, 8, 8), skip_below_hu=None))
+    every = Predictor(loaded, InferenceSettings(tta="none", patch_size=(8, 8, 8), windows="all"))
     every.network.register_forward_hook(lambda module, inputs, output: calls.append(-len(inputs[0])))
     slow = every.probabilities(pre)
     evaluated, total = sum(c for c in calls if c > 0), -sum(c for c in calls if c < 0)
     assert 0 < evaluated < total
     assert torch.allclose(fast, slow, atol=1e-3)
+
+
+def test_sparse_windows_default_matches_every_window_with_fewer_network_calls(tmp_path):
+    image, _ = phantom(size=(60, 40, 16))                     # bone on one side, air elsewhere
+    p, e = band_checkpoints(tmp_path)
+    loaded = load_checkpoints(periosteal=[p], endosteal=[e])
+    pre = preprocess_image(image, SETTINGS)
+    calls: dict[str, list[int]] = {"sparse": [], "all": []}
+    maps = {}
+    for windows in calls:
+        predictor = Predictor(loaded, InferenceSettings(tta="none", patch_size=(8, 8, 8), windows=windows))
+        assert predictor.settings.windows == windows and InferenceSettings().windows == "sparse"
+        predictor.network.register_forward_hook(lambda m, i, o, name=windows: calls[name].append(len(i[0])))
+        maps[windows] = predictor.probabilities(pre)
+    assert 0 < sum(calls["sparse"]) < 0.75 * sum(calls["all"])       # 174 of 245 windows
+    assert torch.equal(maps["sparse"] > 0.5, maps["all"] > 0.5)
+    bone = maps["all"][0] > 0.05
+    assert torch.allclose(maps["sparse"][:, bone], maps["all"][:, bone], atol=1e-6)
+    with pytest.raises(ValueError, match="windows"):
+        Predictor(loaded, InferenceSettings(windows="some")).probabilities(pre)  # type: ignore[arg-type]
