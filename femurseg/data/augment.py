@@ -2,7 +2,10 @@
 
 Built from TorchIO transforms, plus one QCT-specific transform: a random gain and
 offset on the HU scale (scanner calibration differences), applied to the image
-after scaling to ``[-1, 1]``.
+after scaling to ``[-1, 1]``. Spatial transforms move every image of a subject
+together (the partial-volume ``fractions`` are interpolated linearly, the label by
+nearest neighbour); intensity transforms and the thick-slice simulation touch only
+``image``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ __all__ = ["Preset", "PRESETS", "make_augmentation", "RandomGainOffset", "LabelT
 
 Preset = Literal["none", "light", "default", "heavy"]
 PRESETS: tuple[str, ...] = ("none", "light", "default", "heavy")
+#: the only image intensity transforms may change (not the ``fractions`` targets)
+IMAGE = ["image"]
 
 
 class RandomGainOffset(tio.IntensityTransform):
@@ -81,13 +86,13 @@ def make_augmentation(preset: Preset | str) -> tio.Transform | None:
     transforms: list[tio.Transform] = [
         mirror,
         tio.RandomAffine(scales=0.1, degrees=10, translation=0, p=0.7, default_pad_value="minimum"),
-        RandomGainOffset(gain=0.05, offset=0.02, p=0.5),
-        tio.RandomNoise(std=(0, 0.02), p=0.3),
-        tio.RandomBlur(std=(0, 0.75), p=0.2),
+        RandomGainOffset(gain=0.05, offset=0.02, p=0.5, include=IMAGE),
+        tio.RandomNoise(std=(0, 0.02), p=0.3, include=IMAGE),
+        tio.RandomBlur(std=(0, 0.75), p=0.2, include=IMAGE),
     ]
     if preset == "heavy":
         transforms += [
             tio.RandomElasticDeformation(num_control_points=7, max_displacement=4, p=0.3),
-            tio.RandomAnisotropy(axes=(2,), downsampling=(1.5, 3), p=0.25),
+            tio.RandomAnisotropy(axes=(2,), downsampling=(1.5, 3), p=0.25, include=IMAGE),
         ]
     return tio.Compose([*transforms, LabelToUint8()])

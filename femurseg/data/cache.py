@@ -5,6 +5,9 @@ An entry is a folder ``<root>/<subject_id>-<key>/`` holding
 - ``image.npy``: the preprocessed image, ``(X, Y, Z)`` in TorchIO's RAS voxel
   order, ``float32`` (or ``float16``), memory-mappable;
 - ``label.npy``: the 0/1/2 map on the same grid, ``uint8`` (absent without a reference);
+- ``fractions.npy``: with a reference, the periosteal and endosteal partial-volume
+  fractions (:func:`~femurseg.data.preprocess.label_fractions`), ``(2, X, Y, Z)``
+  ``uint8`` in steps of 1/255;
 - ``meta.json``: the 4×4 RAS affine, shape, spacing, optional crop box, settings,
   source files and their fingerprints;
 - ``complete``: an empty marker written last.
@@ -47,12 +50,18 @@ import torchio as tio
 
 from femurseg.data.io import read_image, read_label
 from femurseg.data.manifest import ManifestRecord
-from femurseg.data.preprocess import Preprocessing, crop_to_label, preprocess_image, preprocess_label
+from femurseg.data.preprocess import (
+    Preprocessing,
+    crop_to_label,
+    label_fractions,
+    preprocess_image,
+    preprocess_label,
+)
 from femurseg.errors import DataError
 
 __all__ = ["CacheEntry", "SubjectCache", "file_fingerprint", "read_cached_array"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: fractions.npy
 _SAMPLE = 64 * 1024
 _MARKER = "complete"
 CacheDtype = Literal["float32", "float16"]
@@ -78,18 +87,22 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
 
 
 def read_cached_array(path: str | os.PathLike[str]) -> tuple[torch.Tensor, np.ndarray]:
-    """TorchIO reader of a cache entry's ``image.npy`` or ``label.npy``.
+    """TorchIO reader of a cache entry's ``image.npy``, ``label.npy`` or ``fractions.npy``.
 
-    Memory-maps the array and copies it into a ``(1, X, Y, Z)`` tensor
-    (``float32`` for images, ``uint8`` for labels); the affine comes from the
-    entry's ``meta.json``. Only the pages read are loaded, and the operating
-    system shares them between processes (DDP ranks, queue workers).
+    Memory-maps the array and copies it into a ``(C, X, Y, Z)`` tensor
+    (``float32`` for images, ``uint8`` for labels, ``float32`` in ``[0, 1]`` for the
+    two fractions); the affine comes from the entry's ``meta.json``. Only the pages
+    read are loaded, and the operating system shares them between processes (DDP
+    ranks, queue workers).
     """
     path = Path(path)
     meta = json.loads((path.parent / "meta.json").read_text())
     array = np.load(path, mmap_mode="r")
+    affine = np.asarray(meta["affine"], dtype=np.float64)
+    if path.stem == "fractions":
+        return torch.from_numpy(np.array(array, dtype=np.float32)).div_(255.0), affine
     dtype = np.uint8 if path.stem == "label" else np.float32
-    return torch.from_numpy(np.array(array, dtype=dtype))[None], np.asarray(meta["affine"], dtype=np.float64)
+    return torch.from_numpy(np.array(array, dtype=dtype))[None], affine
 
 
 @dataclass(frozen=True)
@@ -103,11 +116,17 @@ class CacheEntry:
     def has_label(self) -> bool:
         return (self.path / "label.npy").exists()
 
-    def subject(self) -> tio.Subject:
-        """A lazy ``tio.Subject`` (``image``, ``label`` if any, ``subject_id``): nothing is read yet."""
+    def subject(self, fractions: bool = False) -> tio.Subject:
+        """A lazy ``tio.Subject``: nothing is read yet.
+
+        It holds ``image``, ``label`` if the entry has one, ``subject_id``, and
+        with ``fractions`` the two-channel ``fractions`` image (training targets).
+        """
         images: dict[str, Any] = {"image": tio.ScalarImage(self.path / "image.npy", reader=read_cached_array)}
         if self.has_label:
             images["label"] = tio.LabelMap(self.path / "label.npy", reader=read_cached_array)
+            if fractions:
+                images["fractions"] = tio.ScalarImage(self.path / "fractions.npy", reader=read_cached_array)
         return tio.Subject(**images, subject_id=self.meta["subject_id"])
 
 
@@ -180,12 +199,15 @@ class SubjectCache:
     def _fill(self, record: ManifestRecord, crop: bool, path: Path) -> CacheEntry:
         try:
             image = preprocess_image(read_image(record.image), self.settings)
-            label = preprocess_label(read_label(record), image) if record.has_reference else None
+            source = read_label(record) if record.has_reference else None
         except DataError as error:
             raise DataError(f"subject {record.subject_id!r}: {error}") from error
+        label = preprocess_label(source, image) if source is not None else None
+        fractions = label_fractions(source, image) if source is not None else None
         box = None
         if crop and label is not None and self.settings.crop_margin_mm is not None:
             image, label, box = crop_to_label(image, label, self.settings.crop_margin_mm)
+            fractions = fractions[box[0]:box[3], box[1]:box[4], box[2]:box[5]]  # type: ignore[index]
         image_data, affine = tio.io.sitk_to_nib(image)
         meta = {
             "format": CACHE_FORMAT,
@@ -202,6 +224,8 @@ class SubjectCache:
         arrays = {"image": np.ascontiguousarray(image_data[0], dtype=self.dtype)}
         if label is not None:
             arrays["label"] = np.ascontiguousarray(tio.io.sitk_to_nib(label)[0][0], dtype=np.uint8)
+            parts = tio.io.sitk_to_nib(fractions)[0]  # (2, X, Y, Z)
+            arrays["fractions"] = np.ascontiguousarray(np.rint(np.clip(parts, 0.0, 1.0) * 255.0), dtype=np.uint8)
         self._write(path, arrays, meta)
         self.computed += 1
         entry = self._read_entry(path)

@@ -32,7 +32,13 @@ from femurseg.data.cache import CacheDtype, SubjectCache
 from femurseg.data.folds import load_or_create_splits, select_fold
 from femurseg.data.io import read_image, read_label
 from femurseg.data.manifest import ManifestRecord, parse_manifest, read_manifest
-from femurseg.data.preprocess import Preprocessing, crop_to_label, preprocess_image, preprocess_label
+from femurseg.data.preprocess import (
+    Preprocessing,
+    crop_to_label,
+    label_fractions,
+    preprocess_image,
+    preprocess_label,
+)
 from femurseg.data.sampling import ClassBalancedSampler
 from femurseg.data.validate import DEFAULT_MAX_VOXELS, ValidationSettings, validate_manifest
 from femurseg.errors import DataError
@@ -42,11 +48,15 @@ __all__ = ["FemurDataModule", "load_subject"]
 log = logging.getLogger(__name__)
 
 
-def load_subject(record: ManifestRecord, settings: Preprocessing, crop: bool = False) -> tio.Subject:
+def load_subject(
+    record: ManifestRecord, settings: Preprocessing, crop: bool = False, fractions: bool = False
+) -> tio.Subject:
     """Read and preprocess one subject into a ``tio.Subject`` with ``image`` and ``label``.
 
     With ``crop`` and ``settings.crop_margin_mm`` set, both are cropped to the
     femur's bounding box plus the margin (as the cache does for training subjects).
+    With ``fractions``, the subject also holds the two-channel ``fractions`` image
+    (:func:`~femurseg.data.preprocess.label_fractions`), cropped alike.
 
     Raises
     ------
@@ -55,18 +65,25 @@ def load_subject(record: ManifestRecord, settings: Preprocessing, crop: bool = F
     """
     try:
         image = preprocess_image(read_image(record.image), settings)
-        label = preprocess_label(read_label(record), image)
+        source = read_label(record)
     except DataError as error:
         raise DataError(f"subject {record.subject_id!r}: {error}") from error
+    label = preprocess_label(source, image)
+    parts = label_fractions(source, image) if fractions else None
     if crop and settings.crop_margin_mm is not None:
-        image, label, _ = crop_to_label(image, label, settings.crop_margin_mm)
+        image, label, box = crop_to_label(image, label, settings.crop_margin_mm)
+        if parts is not None:
+            parts = parts[box[0]:box[3], box[1]:box[4], box[2]:box[5]]
     image_data, affine = tio.io.sitk_to_nib(image)
     label_data, _ = tio.io.sitk_to_nib(label)
-    return tio.Subject(
-        image=tio.ScalarImage(tensor=torch.as_tensor(image_data, dtype=torch.float32), affine=affine),
-        label=tio.LabelMap(tensor=torch.as_tensor(label_data, dtype=torch.uint8), affine=affine),
-        subject_id=record.subject_id,
-    )
+    images: dict[str, tio.Image] = {
+        "image": tio.ScalarImage(tensor=torch.as_tensor(image_data, dtype=torch.float32), affine=affine),
+        "label": tio.LabelMap(tensor=torch.as_tensor(label_data, dtype=torch.uint8), affine=affine),
+    }
+    if parts is not None:
+        images["fractions"] = tio.ScalarImage(tensor=torch.as_tensor(tio.io.sitk_to_nib(parts)[0]).float(),
+                                              affine=affine)
+    return tio.Subject(**images, subject_id=record.subject_id)
 
 
 class _EpochForwardingSampler(SequentialSampler):
@@ -122,6 +139,12 @@ class FemurDataModule(pl.LightningDataModule):
     crop_margin_mm
         If set, training subjects are cropped to the femur's bounding box plus this
         margin (validation and test subjects are never cropped).
+    partial_volume
+        Give training subjects the periosteal and endosteal partial-volume
+        fractions (``fractions``), which :class:`~femurseg.models.SegmentationModule`
+        then uses as soft targets; ``False`` trains on the nearest-neighbour labels.
+        Soft targets remove most of the volume bias that a coarse training grid
+        puts on the thin cortex (docs/data.md).
     """
 
     def __init__(
@@ -150,6 +173,7 @@ class FemurDataModule(pl.LightningDataModule):
         cache_dir: str | None = "~/.cache/femurseg/preprocessed",
         cache_dtype: CacheDtype = "float32",
         crop_margin_mm: float | None = None,
+        partial_volume: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -211,7 +235,8 @@ class FemurDataModule(pl.LightningDataModule):
         self.splits = self._splits(records)
         train, val = select_fold(self.splits, self.fold)
         if stage in (None, "fit"):
-            self.train_subjects = [self._subject(records[s], crop=True) for s in train]
+            self.train_subjects = [self._subject(records[s], crop=True, fractions=self.hparams.partial_volume)
+                                   for s in train]
         if stage in (None, "fit", "validate"):
             self.val_subjects = [self._subject(records[s]) for s in val]
         if stage in (None, "test"):
@@ -239,10 +264,10 @@ class FemurDataModule(pl.LightningDataModule):
             num_folds=self.hparams.num_folds, test_fraction=self.hparams.test_fraction, seed=self.hparams.split_seed,
         )
 
-    def _subject(self, record: ManifestRecord, crop: bool = False) -> tio.Subject:
+    def _subject(self, record: ManifestRecord, crop: bool = False, fractions: bool = False) -> tio.Subject:
         if self.cache is not None:
-            return self.cache.get(record, crop=crop).subject()
-        return load_subject(record, self.preprocessing, crop=crop)
+            return self.cache.get(record, crop=crop).subject(fractions=fractions)
+        return load_subject(record, self.preprocessing, crop=crop, fractions=fractions)
 
     # loaders ----------------------------------------------------------------
     def train_dataloader(self) -> tio.SubjectsLoader:

@@ -4,8 +4,12 @@ A scan is resampled (in one SimpleITK ``Resample``) onto an axis-aligned grid wi
 identity direction (the canonical orientation) and the target spacing, covering the
 scan's whole physical extent; then its HU are clipped to a window and mapped
 linearly to ``[-1, 1]``. Labels are resampled onto the same grid with
-nearest-neighbour interpolation. The settings travel inside every checkpoint, so
-inference always preprocesses exactly as training did.
+nearest-neighbour interpolation; for training, :func:`label_fractions` also
+resamples the periosteal and endosteal masks linearly, as the image is, giving
+each voxel's partial-volume fraction of both regions (the soft targets that let a
+network trained at 2 mm place a surface between its voxel centres). The settings
+travel inside every checkpoint, so inference always preprocesses exactly as
+training did.
 
 Examples
 --------
@@ -24,7 +28,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["Preprocessing", "canonical_grid", "crop_to_label", "preprocess_image", "preprocess_label", "scale_hu"]
+__all__ = [
+    "Preprocessing", "canonical_grid", "crop_to_label", "preprocess_image", "preprocess_label", "label_fractions",
+    "scale_hu",
+]
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,34 @@ def preprocess_image(image: sitk.Image, settings: Preprocessing) -> sitk.Image:
 def preprocess_label(label: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """Resample a label map onto a preprocessed image's grid (nearest neighbour)."""
     return sitk.Resample(label, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def label_fractions(label: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """Partial-volume fractions of the periosteal and endosteal regions on ``reference``'s grid.
+
+    The masks ``label ≥ 1`` and ``label = 2`` are resampled with linear
+    interpolation, like the image, so a voxel straddling a surface gets the
+    fraction the interpolated image shows there; the endosteal fraction never
+    exceeds the periosteal one (linear interpolation keeps the nesting).
+
+    Parameters
+    ----------
+    label
+        0/1/2 label map on the scan's grid.
+    reference
+        The preprocessed image (target grid).
+
+    Returns
+    -------
+    SimpleITK.Image
+        2-component ``float32`` image in ``[0, 1]``: periosteal, endosteal fraction.
+    """
+    parts = [
+        sitk.Resample(sitk.Cast(mask, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, 0.0,
+                      sitk.sitkFloat32)
+        for mask in (label >= 1, label == 2)
+    ]
+    return sitk.Compose(parts)
 
 
 def crop_to_label(image: sitk.Image, label: sitk.Image, margin_mm: float) -> tuple[sitk.Image, sitk.Image, list[int]]:

@@ -1,7 +1,11 @@
 """Segmentation losses, registered in ``LOSSES``.
 
-Every loss maps logits ``(B, C, D, H, W)`` and integer targets ``(B, D, H, W)`` to a
-scalar, computed in float32 whatever the autocast precision. Deep supervision is
+Every loss maps logits ``(B, C, D, H, W)`` and a target to a scalar, computed in
+float32 whatever the autocast precision. The target is either integer class indices
+``(B, D, H, W)`` or per-class probabilities ``(B, C, D, H, W)`` — the partial-volume
+fractions of each class in each voxel (soft targets, see
+:func:`femurseg.data.preprocess.label_fractions`); with one-hot probabilities every
+loss equals its integer-target form. Deep supervision is
 not handled here but once, in
 :meth:`femurseg.models.module.SegmentationModule.supervised_loss`.
 
@@ -27,8 +31,41 @@ DistanceMetric = Literal["chessboard", "euclidean"]
 
 __all__ = [
     "SoftDiceLoss", "DiceCELoss", "FocalLoss", "DiceFocalLoss", "BoundaryWeightedCELoss", "soft_dice",
-    "boundary_distance", "DistanceMetric",
+    "boundary_distance", "class_probabilities", "hard_labels", "cross_entropy_per_voxel", "DistanceMetric",
 ]
+
+
+def class_probabilities(target: torch.Tensor, classes: int) -> torch.Tensor:
+    """A target as float32 per-class probabilities ``(B, C, D, H, W)``.
+
+    Integer class indices ``(B, D, H, W)`` become one-hot; soft targets
+    ``(B, C, D, H, W)`` are returned as they are.
+    """
+    if target.is_floating_point() and target.ndim == 5:
+        if target.shape[1] != classes:
+            raise ValueError(f"soft target has {target.shape[1]} classes but the logits have {classes}")
+        return target.float()
+    return F.one_hot(target.long(), classes).movedim(-1, 1).float()
+
+
+def hard_labels(target: torch.Tensor) -> torch.Tensor:
+    """Class indices ``(B, D, H, W)`` of a target (the most probable class of a soft one)."""
+    return target.argmax(dim=1) if target.is_floating_point() and target.ndim == 5 else target.long()
+
+
+def cross_entropy_per_voxel(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy ``-Σ_c w_c t_c log p_c`` and weight ``Σ_c w_c t_c`` per voxel, ``(B, D, H, W)`` each.
+
+    With integer targets, ``loss.sum() / weight.sum()`` is PyTorch's weighted
+    ``F.cross_entropy``; soft targets extend it to partial-volume fractions.
+    """
+    log_p = logits.float().log_softmax(dim=1)
+    t = class_probabilities(target, logits.shape[1])
+    if class_weights is not None:
+        t = t * class_weights.view(1, -1, *([1] * (logits.ndim - 2)))
+    return -(t * log_p).sum(dim=1), t.sum(dim=1)
 
 
 def soft_dice(
@@ -95,7 +132,7 @@ class SoftDiceLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: D102
         _check_classes(self.class_weights, logits.shape[1])
         probabilities = logits.float().softmax(dim=1)
-        one_hot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).to(probabilities.dtype)
+        one_hot = class_probabilities(target, logits.shape[1])
         dice = soft_dice(probabilities, one_hot, batch_dice=self.batch_dice,
                          include_background=self.include_background, smooth=self.smooth)
         if self.class_weights is None:
@@ -130,13 +167,16 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: D102
         _check_classes(self.class_weights, logits.shape[1])
-        ce = F.cross_entropy(logits.float(), target.long(), weight=self.class_weights)
+        loss, weight = cross_entropy_per_voxel(logits, target, self.class_weights)
+        ce = loss.sum() / weight.sum().clamp_min(1e-8)
         return self.dice_weight * self.dice(logits, target) + self.ce_weight * ce
 
 
 @LOSSES.register("focal")
 class FocalLoss(nn.Module):
     """Focal loss ``-w_c (1 - p_t)^γ log p_t``, averaged over voxels (Lin et al., 2017).
+
+    With soft targets, ``-Σ_c w_c t_c (1 - p_c)^γ log p_c``.
 
     Down-weights easy voxels (most of the background) so that training focuses
     on the hard ones near the bone surfaces. ``gamma=0`` is cross-entropy.
@@ -158,12 +198,11 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: D102
         _check_classes(self.class_weights, logits.shape[1])
-        target = target.long()
-        log_p = logits.float().log_softmax(dim=1).gather(1, target[:, None])[:, 0]
-        loss = -((1 - log_p.exp()) ** self.gamma) * log_p
+        log_p = logits.float().log_softmax(dim=1)
+        t = class_probabilities(target, logits.shape[1])
         if self.class_weights is not None:
-            loss = loss * self.class_weights[target]
-        return loss.mean()
+            t = t * self.class_weights.view(1, -1, 1, 1, 1)
+        return -(t * (1 - log_p.exp()) ** self.gamma * log_p).sum(dim=1).mean()
 
 
 @LOSSES.register("dice_focal")
@@ -278,16 +317,13 @@ class BoundaryWeightedCELoss(nn.Module):
         self.register_buffer("class_weights", _weights(class_weights), persistent=False)
 
     def voxel_weights(self, target: torch.Tensor) -> torch.Tensor:
-        """Weights ``(B, D, H, W)`` from the target's boundary distances."""
-        distance = boundary_distance(target, self.metric)
+        """Weights ``(B, D, H, W)`` from the target's boundary distances (of its hard labels)."""
+        distance = boundary_distance(hard_labels(target), self.metric)
         return 1 + self.boundary_weight * torch.exp(-distance.square() / (2 * self.sigma**2))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: D102
         _check_classes(self.class_weights, logits.shape[1])
-        target = target.long()
-        weights = self.voxel_weights(target)
-        if self.class_weights is not None:
-            weights = weights * self.class_weights[target]
-        ce = F.cross_entropy(logits.float(), target, reduction="none")
-        ce = (ce * weights).sum() / weights.sum().clamp_min(1e-8)
+        loss, class_weight = cross_entropy_per_voxel(logits, target, self.class_weights)  # loss holds w_c
+        boundary = self.voxel_weights(target)
+        ce = (loss * boundary).sum() / (class_weight * boundary).sum().clamp_min(1e-8)
         return self.dice_weight * self.dice(logits, target) + self.ce_weight * ce

@@ -24,7 +24,7 @@ from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpo
 from femurseg.models.registry import LOSSES, NETS
 from femurseg.models.schedules import Schedule, lr_factor
 
-__all__ = ["SegmentationModule", "Target", "TARGET_CLASSES", "make_target", "adamw"]
+__all__ = ["SegmentationModule", "Target", "TARGET_CLASSES", "make_target", "make_soft_target", "adamw"]
 
 Target = Literal["periosteal", "endosteal", "compartments"]
 TARGET_CLASSES: dict[str, list[str]] = {
@@ -43,6 +43,24 @@ def make_target(label: torch.Tensor, target: str) -> torch.Tensor:
         return (label == 2).long()
     if target == "compartments":
         return label.long()
+    raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGET_CLASSES)}")
+
+
+def make_soft_target(fractions: torch.Tensor, target: str) -> torch.Tensor:
+    """Per-class probabilities ``(B, C, ...)`` from partial-volume fractions ``(B, 2, ...)``.
+
+    ``fractions`` holds the periosteal (``P``) and endosteal (``E``) fraction of each
+    voxel; the classes are ``[1 - P, P]`` (periosteal), ``[1 - E, E]`` (endosteal)
+    or ``[1 - P, P - E, E]`` (compartments).
+    """
+    outer, inner = fractions[:, 0].float().clamp(0, 1), fractions[:, 1].float().clamp(0, 1)
+    if target == "periosteal":
+        return torch.stack([1 - outer, outer], dim=1)
+    if target == "endosteal":
+        return torch.stack([1 - inner, inner], dim=1)
+    if target == "compartments":
+        inner = torch.minimum(inner, outer)
+        return torch.stack([1 - outer, outer - inner, inner], dim=1)
     raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGET_CLASSES)}")
 
 
@@ -180,7 +198,10 @@ class SegmentationModule(pl.LightningModule):
     # training ---------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         image = batch["image"][tio.DATA]
-        target = make_target(batch["label"][tio.DATA][:, 0], self.hparams.target)
+        if "fractions" in batch:  # partial-volume soft targets (FemurDataModule partial_volume=True)
+            target = make_soft_target(batch["fractions"][tio.DATA], self.hparams.target)
+        else:
+            target = make_target(batch["label"][tio.DATA][:, 0], self.hparams.target)
         outputs = self.net(image.contiguous(memory_format=self.memory_format))
         loss = self.supervised_loss(outputs, target)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=image.shape[0])
@@ -198,7 +219,9 @@ class SegmentationModule(pl.LightningModule):
     def supervised_loss(self, outputs: torch.Tensor | list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """Loss over one output or, with deep supervision, a weighted sum over scales.
 
-        The target is downsampled to each scale with nearest-neighbour interpolation.
+        Integer targets ``(B, D, H, W)`` are downsampled to each scale by nearest
+        neighbour, soft targets ``(B, C, D, H, W)`` by area averaging (the fractions
+        of the coarser voxels).
         """
         if not isinstance(outputs, (list, tuple)):
             return self.loss_fn(outputs, target)
@@ -207,8 +230,12 @@ class SegmentationModule(pl.LightningModule):
         loss = outputs[0].new_zeros(())
         for weight, logits in zip(weights, outputs):
             scaled = target
-            if logits.shape[2:] != target.shape[1:]:
-                scaled = F.interpolate(target[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
+            soft = target.is_floating_point() and target.ndim == logits.ndim
+            if logits.shape[2:] != target.shape[-3:]:
+                if soft:
+                    scaled = F.interpolate(target, size=logits.shape[2:], mode="area")
+                else:
+                    scaled = F.interpolate(target[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
             loss = loss + weight / total * self.loss_fn(logits, scaled)
         return loss
 

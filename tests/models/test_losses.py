@@ -105,3 +105,53 @@ def test_boundary_loss_weights_the_band():
     torch.testing.assert_close(weights, 1 + 4 * torch.exp(-boundary_distance(target).square() / 2))
     assert weights.max() == pytest.approx(5.0) and weights.min() < 1.6
     assert weights[0, 2, 3, 3] == pytest.approx(5.0)  # on the outer surface
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+@pytest.mark.parametrize("weights", [None, [0.5, 1.0, 2.0]])
+def test_one_hot_soft_targets_equal_integer_targets(name, weights):
+    logits, target = _batch(3)
+    one_hot = torch.nn.functional.one_hot(target, 3).movedim(-1, 1).float()
+    loss = LOSSES.create(name, class_weights=weights)
+    torch.testing.assert_close(loss(logits, one_hot), loss(logits, target))
+
+
+def test_weighted_cross_entropy_matches_torch():
+    logits, target = _batch(3)
+    weights = [0.5, 1.0, 2.0]
+    dice_free = LOSSES.create("dice_ce", dice_weight=0.0, class_weights=weights)
+    ce = torch.nn.functional.cross_entropy(logits, target, weight=torch.tensor(weights))
+    torch.testing.assert_close(dice_free(logits, target), ce)
+
+
+@pytest.mark.parametrize("name", ["dice_ce", "focal", "dice_focal", "dice_boundary_ce"])
+def test_soft_targets_are_learned_as_fractions(name):
+    # partial-volume voxels (30 % foreground): a loss with a cross-entropy or focal term
+    # prefers p = 0.3 over the hard answers (soft Dice alone does not: see the next test)
+    target = torch.zeros(1, 2, 4, 4, 4)
+    target[:, 1] = torch.tensor(0.3)
+    target[:, 1, :2] = 1.0                     # a clear foreground part keeps the Dice terms defined
+    target[:, 0] = 1 - target[:, 1]
+    loss_fn = LOSSES.create(name)
+
+    def loss_at(p):
+        logits = torch.zeros(1, 2, 4, 4, 4)
+        logits[:, 1, :2] = 10.0
+        logits[:, 1, 2:] = math.log(p / (1 - p))
+        return float(loss_fn(logits, target))
+
+    assert loss_at(0.3) < loss_at(0.05) and loss_at(0.3) < loss_at(0.95)
+    with pytest.raises(ValueError, match="classes"):
+        loss_fn(torch.zeros(1, 3, 4, 4, 4), target)
+
+
+def test_soft_dice_alone_pushes_partial_volume_voxels_to_hard_answers():
+    # d Dice / d p_i has the sign of t_i - Dice / 2: below about one half, p is pushed to 0
+    target = torch.zeros(1, 2, 4, 4, 4)
+    target[:, 1, :2], target[:, 1, 2:] = 1.0, 0.3
+    target[:, 0] = 1 - target[:, 1]
+    logits = torch.zeros(1, 2, 4, 4, 4)
+    logits[:, 1, :2], logits[:, 1, 2:] = 10.0, math.log(0.3 / 0.7)
+    logits.requires_grad_(True)
+    LOSSES.create("dice")(logits, target).backward()
+    assert (logits.grad[0, 1, 2:] > 0).all()        # gradient descent lowers the 30 % voxels' logit

@@ -48,6 +48,31 @@ def test_deep_supervision_weighting():
     torch.testing.assert_close(module.supervised_loss(outputs[0], target), module.loss_fn(outputs[0], target))
 
 
+def test_deep_supervision_averages_soft_targets_over_the_coarser_voxels():
+    module = SegmentationModule(net_kwargs=TINY, deep_supervision_decay=0.5)
+    soft = torch.rand(1, 2, 8, 8, 8)
+    soft[:, 0] = 1 - soft[:, 1]
+    outputs = [torch.randn(1, 2, 8, 8, 8), torch.randn(1, 2, 4, 4, 4)]
+    coarse = soft.view(1, 2, 4, 2, 4, 2, 4, 2).mean(dim=(3, 5, 7))        # 2×2×2 block means
+    expected = 2 / 3 * module.loss_fn(outputs[0], soft) + 1 / 3 * module.loss_fn(outputs[1], coarse)
+    torch.testing.assert_close(module.supervised_loss(outputs, soft), expected)
+
+
+def test_training_uses_the_fractions_when_the_batch_has_them(monkeypatch):
+    module = SegmentationModule(net_kwargs=TINY)
+    image, label = _phantom()
+    fractions = torch.stack([(label[0] >= 1).float(), (label[0] == 2).float()])
+    fractions[1, 5] = 0.5                               # a partial-volume slab the hard label cannot express
+    seen = []
+    monkeypatch.setattr(module, "supervised_loss", lambda outputs, target: seen.append(target) or outputs.sum())
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    module.training_step({"image": {"data": image[None]}, "label": {"data": label[None]}}, 0)
+    module.training_step({"image": {"data": image[None]}, "label": {"data": label[None]},
+                          "fractions": {"data": fractions[None]}}, 0)
+    assert seen[0].dtype == torch.long and seen[0].shape == (1, 16, 16, 16)
+    assert seen[1].shape == (1, 2, 16, 16, 16) and torch.allclose(seen[1][:, 1], fractions[None, 0])
+
+
 def test_schedules():
     assert [lr_factor(s, 10, schedule="poly") for s in (0, 10)] == [1.0, 0.0]
     assert lr_factor(5, 10, schedule="poly") == pytest.approx(0.5**0.9)

@@ -1,0 +1,131 @@
+"""Sanity check of trained models on real CT slices (not shipped: point ``--slices`` at them).
+
+Usage::
+
+    python benchmarks/realct.py --periosteal P.ckpt --endosteal E.ckpt \\
+        --slices ../shared/realct/slices [--figure docs/images/realct_predictions.png] [--append docs/benchmarks.md]
+
+The folder holds single axial slices (``*_ct.nii.gz``, pseudo-HU) with filled femur masks
+(``*_femur.nii.gz``). A 3D network needs depth, so each slice is extruded along z into a
+volume of ``--depth`` identical slices of ``--slice-mm`` (a straight cylinder through the
+slice: faithful for the shaft and neck, a caricature of the head). The models segment that
+volume with ``femurseg.segment`` (no TTA) and the middle slice's periosteal mask is compared
+with the real femur mask: Dice, and the predicted area outside the mask (e.g. pelvis or
+soft tissue called femur) as a fraction of the mask's area. Reported per slice and as
+median / 10th percentile, with a figure of the best, median and worst slices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+SECTION = "## Real CT slices (benchmarks/realct.py)"
+
+
+def extruded(slice_image: sitk.Image, depth: int, slice_mm: float) -> sitk.Image:
+    """A 3D volume of ``depth`` copies of a 2D slice, ``slice_mm`` apart."""
+    array = sitk.GetArrayFromImage(slice_image)
+    volume = sitk.GetImageFromArray(np.repeat(array[None], depth, axis=0))
+    volume.SetSpacing((*slice_image.GetSpacing()[:2], slice_mm))
+    return volume
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def evaluate(periosteal: str, endosteal: str, slices: Path, depth: int, slice_mm: float) -> list[dict[str, object]]:
+    from femurseg.inference.checkpoints import load_checkpoints
+    from femurseg.inference.predictor import InferenceSettings, Predictor
+
+    predictor = Predictor(load_checkpoints(periosteal=[periosteal], endosteal=[endosteal]),
+                          InferenceSettings(tta="none"))
+    rows = []
+    for ct_path in sorted(slices.glob("*_ct.nii.gz")):
+        mask_path = ct_path.with_name(ct_path.name.replace("_ct.", "_femur."))
+        ct = sitk.ReadImage(str(ct_path))
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path))) > 0
+        result = predictor.predict(extruded(ct, depth, slice_mm), ct_path.name[: -len("_ct.nii.gz")])
+        label = sitk.GetArrayFromImage(result.label)[depth // 2]
+        predicted = label >= 1
+        rows.append({"slice": result.subject_id, "dice": round(dice(predicted, reference), 4),
+                     "outside_fraction": round(float((predicted & ~reference).sum()) / max(int(reference.sum()), 1), 4),
+                     "trabecular_fraction": round(float((label == 2).sum()) / max(int(predicted.sum()), 1), 3),
+                     "_ct": sitk.GetArrayFromImage(ct), "_label": label, "_reference": reference})
+    return rows
+
+
+def figure(rows: list[dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranked = sorted(rows, key=lambda r: r["dice"])  # type: ignore[arg-type, return-value]
+    picks = [ranked[-1], ranked[-len(ranked) // 4], ranked[len(ranked) // 2], ranked[len(ranked) // 4], ranked[1],
+             ranked[0]]
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.6))
+    for ax, row in zip(axes, picks):
+        ax.imshow(np.clip(row["_ct"], -200, 1300), cmap="gray")  # type: ignore[arg-type]
+        ax.contour(row["_reference"], [0.5], colors="red", linewidths=1.2)  # type: ignore[arg-type]
+        ax.contour(row["_label"] >= 1, [0.5], colors="orange", linewidths=0.9)  # type: ignore[operator]
+        ax.contour(row["_label"] == 2, [0.5], colors="deepskyblue", linewidths=0.9)  # type: ignore[operator]
+        ax.set_title(f"{row['slice']}  Dice {row['dice']:.3f}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle("real CT: reference femur mask (red), predicted periosteal (orange) and endosteal (blue)",
+                 fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+
+
+def markdown(rows: list[dict[str, object]], note: str, figure_path: Path | None) -> str:
+    scores = sorted(float(r["dice"]) for r in rows)  # type: ignore[arg-type]
+    outside = sorted(float(r["outside_fraction"]) for r in rows)  # type: ignore[arg-type]
+    decile = scores[len(scores) // 10]
+    lines = [SECTION, "", note, "",
+             "| slices | median Dice | 10th percentile | worst | Dice ≥ 0.9 | median area outside the mask | "
+             "slices with > 20 % outside |", "|---|---|---|---|---|---|---|",
+             f"| {len(rows)} | {statistics.median(scores):.3f} | {decile:.3f} | {scores[0]:.3f} | "
+             f"{sum(s >= 0.9 for s in scores)} | {statistics.median(outside):.1%} | "
+             f"{sum(o > 0.2 for o in outside)} |", ""]
+    if figure_path is not None:
+        lines += [f"![real CT predictions]({Path(figure_path).relative_to('docs') if str(figure_path).startswith('docs') else figure_path})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--periosteal", required=True)
+    parser.add_argument("--endosteal", required=True)
+    parser.add_argument("--slices", type=Path, default=Path("../shared/realct/slices"))
+    parser.add_argument("--depth", type=int, default=32)
+    parser.add_argument("--slice-mm", type=float, default=2.0)
+    parser.add_argument("--figure", type=Path)
+    parser.add_argument("--note", default="", help="what the models are, for the Markdown section")
+    parser.add_argument("--append", type=Path, help="replace or add this section in a Markdown file")
+    args = parser.parse_args()
+    rows = evaluate(args.periosteal, args.endosteal, args.slices, args.depth, args.slice_mm)
+    for row in rows:
+        print(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}))
+    if args.figure:
+        figure(rows, args.figure)
+    text = markdown(rows, args.note, args.figure)
+    print(text)
+    if args.append:
+        old = args.append.read_text() if args.append.exists() else "# Benchmarks\n"
+        pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
+        new = pattern.sub(text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
+        args.append.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
