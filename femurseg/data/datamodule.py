@@ -200,8 +200,10 @@ class FemurDataModule(pl.LightningDataModule):
         """The manifest in use: the configured one, or the synthetic cohort's."""
         if self.manifest is not None:
             return Path(self.manifest).expanduser()
+        from femurseg.data.synthetic import GENERATOR_VERSION
+
         h = self.hparams
-        name = f"{h.synthetic_preset}_n{h.synthetic_n}_seed{h.synthetic_seed}"
+        name = f"{h.synthetic_preset}_n{h.synthetic_n}_seed{h.synthetic_seed}_v{GENERATOR_VERSION}"
         return Path(h.synthetic_dir).expanduser() / name / "manifest.csv"
 
     @property

@@ -42,7 +42,12 @@ from femurseg.data.synthetic_body import ROD_DENSITIES, Tissue
 from femurseg.data.synthetic_preset import PRESETS, SynthPreset
 from femurseg.data.synthetic_render import Rendered, render, sample_subject
 
-__all__ = ["SyntheticCase", "SynthPreset", "PRESETS", "generate_subject", "write_cohort", "Tissue"]
+__all__ = ["SyntheticCase", "SynthPreset", "PRESETS", "GENERATOR_VERSION", "generate_subject", "write_cohort", "Tissue"]
+
+#: Bumped whenever the same seed and preset would give different files; part of the
+#: name of the cached cohort that ``fit`` generates, so an old cohort is never reused.
+#: 2: the ``quick`` preset renders the clinical field of view (skin, air, table, phantom).
+GENERATOR_VERSION = 2
 
 Side = Literal["left", "right"]
 
@@ -190,6 +195,7 @@ def _meta(subject_id: str, params: Any, spec: SynthPreset, side: str, rendered: 
         "tissues": asdict(params.tissues),
         "scanner": asdict(params.scanner),
         "field_margins": list(params.margins),
+        "generator_version": GENERATOR_VERSION,
         "preset_spec": asdict(spec),
     })
 

@@ -60,7 +60,7 @@ class SynthPreset:
 PRESETS: dict[str, SynthPreset] = {
     "tiny": SynthPreset("tiny", inplane=(3.5, 4.0), slices=(3.5, 4.0), field="hip",
                         min_cortex_voxels=1.0, noise=(10.0, 25.0)),
-    "quick": SynthPreset("quick", inplane=(1.7, 2.0), slices=(1.75, 2.0), field="hip",
+    "quick": SynthPreset("quick", inplane=(1.7, 2.0), slices=(1.75, 2.0), field="scan",
                          min_cortex_voxels=1.0, noise=(10.0, 30.0)),
     "full": SynthPreset("full", inplane=(0.6, 1.0), slices=(0.625, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0),
                         field="scan", min_cortex_voxels=0.0, noise=(10.0, 40.0)),

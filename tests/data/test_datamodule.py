@@ -3,6 +3,7 @@ import torch
 import torchio as tio
 
 from femurseg.data.datamodule import FemurDataModule
+from femurseg.data.synthetic import GENERATOR_VERSION
 
 
 @pytest.fixture()
@@ -74,7 +75,7 @@ def test_synthetic_cohort_is_generated_once(tmp_path):
                          synthetic_dir=str(tmp_path / "cache"), test_fraction=0.0, cache_dir=None)
     dm.prepare_data()
     manifest = dm.manifest_path
-    assert manifest.exists() and manifest.parent.name == "tiny_n3_seed0"
+    assert manifest.exists() and manifest.parent.name == f"tiny_n3_seed0_v{GENERATOR_VERSION}"
     stamp = manifest.stat().st_mtime_ns
     dm.prepare_data()
     assert manifest.stat().st_mtime_ns == stamp

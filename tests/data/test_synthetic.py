@@ -150,7 +150,7 @@ def test_rods_at_stated_hu(scan_case: SyntheticCase) -> None:
 def test_cortical_thickness_by_region() -> None:
     from femurseg.data.synthetic_measure import cortical_thickness, head_radius
 
-    fine = replace(PRESETS["quick"], name="fine", inplane=(1.0, 1.0), slices=(1.0,), min_cortex_voxels=0.0)
+    fine = replace(PRESETS["quick"], name="fine", field="hip", inplane=(1.0, 1.0), slices=(1.0,), min_cortex_voxels=0.0)
     case = generate_subject(2, preset=fine)
     femur = case.meta["femur"]
     assert 4.0 <= femur["cortex_shaft"] <= 7.0 and 2.0 <= femur["cortex_calcar"] <= 4.0
