@@ -15,7 +15,7 @@ from torch import nn
 
 __all__ = [
     "LayerSpec", "Size3", "make_norm", "make_act", "as_triple", "ConvNormAct", "ResidualBlock", "check_stages",
-    "DeepSupervisionHeads",
+    "DeepSupervisionHeads", "decode_skips",
 ]
 
 LayerSpec = Union[str, tuple[str, dict[str, Any]], None]
@@ -162,3 +162,42 @@ class DeepSupervisionHeads(nn.ModuleList):
         ``decoded[-1]`` at full resolution).
         """
         return [head(features) for head, features in zip(self, reversed(decoded[:-1]))]
+
+
+def decode_skips(
+    skips: list[torch.Tensor],
+    upsample: Sequence[nn.Module],
+    stages: Sequence[nn.Module],
+    head: nn.Module,
+    aux_heads: DeepSupervisionHeads,
+    deep_supervision: bool,
+) -> torch.Tensor | list[torch.Tensor]:
+    """The decoder pass of a U-shaped net, shared by the nets of this package.
+
+    Starting from the deepest feature map (``skips[-1]``), each decoder stage
+    upsamples, concatenates the skip of its resolution and convolves; ``head``
+    turns the full-resolution output into logits.
+
+    Parameters
+    ----------
+    skips
+        Encoder outputs, shallow to deep; consumed (popped).
+    upsample, stages
+        One upsampling module and one decoder stage per level, deep to shallow.
+    head
+        Full-resolution output head.
+    aux_heads
+        Heads of the coarser decoder outputs.
+    deep_supervision
+        Return ``[logits, *coarser logits]`` (training with deep supervision)
+        instead of the logits alone.
+    """
+    x = skips.pop()
+    decoded = []
+    for up, stage in zip(upsample, stages):
+        x = stage(torch.cat([up(x), skips.pop()], dim=1))
+        decoded.append(x)
+    logits = head(x)
+    if not deep_supervision:
+        return logits
+    return [logits, *aux_heads(decoded)]

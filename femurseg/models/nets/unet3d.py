@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from femurseg.models.nets.blocks import DeepSupervisionHeads, LayerSpec, ResidualBlock, check_stages
+from femurseg.models.nets.blocks import DeepSupervisionHeads, LayerSpec, ResidualBlock, check_stages, decode_skips
 from femurseg.models.registry import NETS
 
 __all__ = ["UNet3d"]
@@ -99,13 +99,5 @@ class UNet3d(nn.Module):
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
-        x = skips.pop()
-        decoded = []
-        for upsample, decode in zip(self.upsample, self.decoder):
-            x = decode(torch.cat([upsample(x), skips.pop()], dim=1))
-            decoded.append(x)
-        logits = self.head(x)
-        if not (self.deep_supervision and self.training):
-            return logits
-        # decoded[-1] is full resolution; decoded[-2], ... are coarser
-        return [logits, *self.aux_heads(decoded)]
+        return decode_skips(skips, self.upsample, self.decoder, self.head, self.aux_heads,
+                            self.deep_supervision and self.training)

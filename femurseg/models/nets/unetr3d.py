@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from femurseg.models.nets.blocks import (
-    ConvNormAct, DeepSupervisionHeads, LayerSpec, ResidualBlock, Size3, as_triple, check_stages,
+    ConvNormAct, DeepSupervisionHeads, LayerSpec, ResidualBlock, Size3, as_triple, check_stages, decode_skips,
 )
 from femurseg.models.registry import NETS
 
@@ -135,12 +135,5 @@ class UNETR3d(nn.Module):
             return state.transpose(1, 2).reshape(state.shape[0], -1, *grid)
 
         skips = [self.stem(x)] + [lift(as_grid(states[t])) for lift, t in zip(self.lift, self.taps)]
-        x = skips.pop()
-        decoded = []
-        for up, stage in zip(self.up, self.decoder):
-            x = stage(torch.cat([up(x), skips.pop()], dim=1))
-            decoded.append(x)
-        logits = self.head(x)
-        if not (self.deep_supervision and self.training):
-            return logits
-        return [logits, *self.aux_heads(decoded)]
+        return decode_skips(skips, self.up, self.decoder, self.head, self.aux_heads,
+                            self.deep_supervision and self.training)

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from femurseg.models.nets.blocks import (
-    ConvNormAct, DeepSupervisionHeads, LayerSpec, Size3, as_triple, check_stages, make_act, make_norm,
+    ConvNormAct, DeepSupervisionHeads, LayerSpec, Size3, as_triple, check_stages, decode_skips, make_act,
+    make_norm,
 )
 from femurseg.models.registry import NETS
 
@@ -144,12 +145,5 @@ class VNet3d(nn.Module):
         skips = [self.stem(x)]
         for down, stage in zip(self.down, self.encoder):
             skips.append(stage(down(skips[-1])))
-        x = skips.pop()
-        decoded = []
-        for up, stage in zip(self.up, self.decoder):
-            x = stage(torch.cat([up(x), skips.pop()], dim=1))
-            decoded.append(x)
-        logits = self.head(x)
-        if not (self.deep_supervision and self.training):
-            return logits
-        return [logits, *self.aux_heads(decoded)]
+        return decode_skips(skips, self.up, self.decoder, self.head, self.aux_heads,
+                            self.deep_supervision and self.training)
