@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from femurseg.data.synthetic import PRESETS, SyntheticCase, Tissue, generate_subject, write_cohort
+from femurseg.data.synthetic import GENERATOR_VERSION, PRESETS, SyntheticCase, Tissue, generate_subject, write_cohort
 
 # The calibration phantom is outside the tight "hip" field of the tiny preset;
 # this preset keeps tiny voxels but shows the whole clinical field of view.
@@ -43,7 +43,7 @@ def test_api_types_and_geometry(case: SyntheticCase) -> None:
     assert all(30 <= n <= 60 for n in case.image.GetSize())
     json.dumps(case.meta)  # serialisable
     assert case.meta["side"] in ("left", "right")
-    assert case.meta["preset"] == "tiny"
+    assert case.meta["preset"] == "tiny" and case.meta["generator_version"] == GENERATOR_VERSION
 
 
 def test_labels_nested_and_consistent_with_meta(case: SyntheticCase) -> None:
@@ -165,3 +165,14 @@ def test_cortical_thickness_by_region() -> None:
     if "shaft" in measured:
         assert 4.0 - voxel <= measured["shaft"]["median"] <= 7.0 + voxel
     assert head_radius(case) == pytest.approx(femur["head_radius"], abs=1.5)
+
+
+def test_quick_preset_shows_the_clinical_field_of_view() -> None:
+    # the quick start must see skin, air and the calibration phantom, as real hip CT does
+    assert PRESETS["quick"].field == "scan"
+    case = generate_subject(0, preset="quick")
+    hu = sitk.GetArrayFromImage(case.image)
+    assert (hu < -900).mean() > 0.02                       # air around the body
+    for rod in case.meta["calibration"]["rods"]:                 # every rod inside the image
+        index = case.image.TransformPhysicalPointToIndex((rod["x_mm"], rod["y_mm"], case.image.GetOrigin()[2]))
+        assert all(0 <= i < n for i, n in zip(index[:2], case.image.GetSize()[:2])), rod
