@@ -8,9 +8,11 @@ Usage::
 1. Speed: one full-preset synthetic scan (seed 0) is preprocessed with the
    checkpoint's settings; the same network, window (the checkpoint's patch size),
    overlap 0.5 and Gaussian blending are run by MONAI ``sliding_window_inference``
-   (fp32, the reference), by femurseg's ``sliding_window_inference`` in fp32 over
-   every window, with femurseg's defaults (coarse-to-fine ``sparse`` windows,
-   precision ``auto``: bf16 only where it is fast), and with the opt-in skipping of
+   (fp32, the network in PyTorch's default layout: the reference; and once more with
+   femurseg's channels-last weights), by femurseg's ``sliding_window_inference`` in
+   fp32 over every window, with femurseg's defaults (channels-last weights,
+   coarse-to-fine ``sparse`` windows, precision ``auto``: bf16 only where it is
+   fast), and with the opt-in skipping of
    windows whose densest voxel is below 300 HU. Runs are interleaved; medians of
    ``--runs``. Agreement is the fraction of voxels with the same argmax.
 2. Memory and growth: ``Predictor.predict`` end to end (read-in image → label map,
@@ -22,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -90,7 +93,8 @@ def speed(checkpoint: Path, runs: int) -> dict[str, float]:
     from femurseg.sliding import SparseWindows, sliding_window_inference
 
     info = read_checkpoint(checkpoint)
-    net = build_net(info)
+    net = build_net(info)  # femurseg's layout: channels-last weights
+    plain = copy.deepcopy(net).to(memory_format=torch.contiguous_format)  # as a MONAI user builds it
     case = generate_subject(0, "full")
     pre = preprocess_image(case.image, info.preprocessing)
     volume = torch.from_numpy(np.ascontiguousarray(sitk.GetArrayFromImage(pre).transpose(2, 1, 0)))[None, None]
@@ -105,15 +109,22 @@ def speed(checkpoint: Path, runs: int) -> dict[str, float]:
         windows_seen.append(x.shape[0])
         return net(x)
 
+    def counted_plain(x: torch.Tensor) -> torch.Tensor:
+        windows_seen.append(x.shape[0])
+        return plain(x)
+
     variants = {
-        "monai": lambda: monai_sliding_window(volume, patch, defaults.batch_size, lambda x: torch.softmax(net(x), 1),
+        "monai": lambda: monai_sliding_window(volume, patch, defaults.batch_size, lambda x: torch.softmax(plain(x), 1),
                                               overlap=defaults.overlap, mode="gaussian"),
-        "femurseg_fp32_all": lambda: sliding_window_inference(volume, counted, patch, defaults.overlap, "gaussian",
-                                                              defaults.batch_size, activation="softmax"),
+        "monai_channels_last": lambda: monai_sliding_window(
+            volume, patch, defaults.batch_size, lambda x: torch.softmax(net(x), 1), overlap=defaults.overlap,
+            mode="gaussian"),
+        "femurseg_fp32_all": lambda: sliding_window_inference(volume, counted_plain, patch, defaults.overlap,
+                                                              "gaussian", defaults.batch_size, activation="softmax"),
         "femurseg_default": lambda: sliding_window_inference(
             volume, counted, patch, defaults.overlap, "gaussian", defaults.batch_size, activation="softmax",
             precision=precision, pad_value=-1.0, skip_value=[1.0, 0.0],
-            sparse=SparseWindows(channel=1, threshold=defaults.sparse_threshold)),
+            sparse=SparseWindows(channel=1, threshold=defaults.sparse_threshold, core=defaults.sparse_core)),
         "femurseg_skip": lambda: sliding_window_inference(
             volume, counted, patch, defaults.overlap, "gaussian", defaults.batch_size, activation="softmax",
             precision=precision, pad_value=-1.0, skip=lambda w: w.flatten(1).amax(1) < level, skip_value=[1.0, 0.0]),
@@ -143,6 +154,7 @@ def speed(checkpoint: Path, runs: int) -> dict[str, float]:
         "ratio_default_vs_monai": round(medians["femurseg_default"] / medians["monai"], 3),
         "ratio_skip_vs_monai": round(medians["femurseg_skip"] / medians["monai"], 3),
         "ratio_fp32_all_vs_monai": round(medians["femurseg_fp32_all"] / medians["monai"], 3),
+        "ratio_monai_channels_last_vs_monai": round(medians["monai_channels_last"] / medians["monai"], 3),
         "agreement_default_vs_fp32": float((labels["femurseg_default"] == reference).float().mean()),
         "agreement_skip_vs_fp32": float((labels["femurseg_skip"] == reference).float().mean()),
         "agreement_monai_vs_fp32": float((labels["monai"] == reference).float().mean()),
@@ -209,6 +221,8 @@ def _markdown(machine: str, weights: str, result: dict[str, object], rows: list[
              "|---|---|---|---|---|",
              f"| MONAI sliding_window_inference, fp32 (reference) | {result['windows_all']} | {result['monai_s']} | 1.000 | "
              f"{result['agreement_monai_vs_fp32']:.5f} |",
+             f"| MONAI, fp32, the same weights channels-last | {result['windows_all']} | "
+             f"{result['monai_channels_last_s']} | {result['ratio_monai_channels_last_vs_monai']} | – |",
              f"| femurseg, fp32, every window | {result['windows_all']} | {result['femurseg_fp32_all_s']} | "
              f"{result['ratio_fp32_all_vs_monai']} | 1 |",
              f"| **femurseg default** (sparse windows, precision auto → {result['precision']}) | "

@@ -14,9 +14,16 @@ Coarse to fine (``sparse``): most of a CT's field of view holds no femur, yet an
 overlapping grid evaluates every region about ``1 / (1 - overlap)³`` times. With a
 :class:`SparseWindows` setting, the windows of a non-overlapping tiling (a subset of the
 grid) are evaluated first; every other window is then evaluated only if the first pass
-gave some voxel inside it a foreground probability of at least ``threshold``, and
-otherwise contributes a constant (background). Evaluated windows are bit-identical to
-the exhaustive run, so only regions far from anything foreground-like can differ.
+gave some voxel in its *core* (its central ``core`` fraction per axis) a foreground
+probability of at least ``threshold``. With overlap 0.5 the cores of neighbouring
+windows (``core=0.5``) tile the volume, so every foreground voxel lies in the core of
+an evaluated window, where that window's Gaussian weight is highest; a window whose
+only foreground lies in its margin would add an opinion of weight ``< e⁻²`` there.
+
+Windows that are not evaluated (``sparse`` or ``skip``) are left out of the blend:
+each voxel is the weighted mean of the windows that were evaluated over it, and a voxel
+that no evaluated window covers gets ``skip_value``. Evaluated windows are
+bit-identical to the exhaustive run.
 
 Memory: besides the input, only ``C_out + 1`` accumulator volumes are held (weighted
 sum and weight sum), in ``accumulator_dtype``; the weighted sum is normalised in
@@ -65,15 +72,27 @@ class SparseWindows:
         Output channel (after the activation) holding the foreground probability.
     threshold
         A window beyond the first pass is evaluated only if the first pass gave at
-        least one voxel inside it this probability or more.
+        least one voxel in its core this probability or more.
+    core
+        Fraction of the window, per axis and centred, searched for foreground:
+        ``1.0`` is the whole window; ``0.5`` (default) the central half, where the
+        Gaussian weight is at least ``e⁻²`` of its peak along each axis.
     """
 
     channel: int
     threshold: float = 0.05
+    core: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"SparseWindows threshold must be in (0, 1), got {self.threshold}")
+        if not 0.0 < self.core <= 1.0:
+            raise ValueError(f"SparseWindows core must be in (0, 1], got {self.core}")
+
+    def core_of(self, start: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
+        """The central ``core`` fraction of the window at ``start`` (at least one voxel per axis)."""
+        margins = [min(int(p * (1.0 - self.core) / 2), (p - 1) // 2) for p in patch]
+        return tuple(slice(s + m, s + p - m) for s, p, m in zip(start, patch, margins))
 
 
 def importance_map(
@@ -195,11 +214,10 @@ def sliding_window_inference(
     skip
         Optional predicate on a batch of input windows ``(N, C_in, *patch_size)``
         returning a boolean ``(N,)``: windows marked ``True`` are not evaluated and
-        contribute the constant ``skip_value`` instead (e.g. windows of air, which
-        cannot hold bone, contribute background).
+        are left out of the blend (e.g. windows of air, which cannot hold bone).
     skip_value
-        Per-channel output of a skipped window, after the activation; required with
-        ``skip`` and ``sparse``.
+        Per-channel output, after the activation, of voxels that no evaluated window
+        covers; required with ``skip`` and ``sparse``.
     sparse
         Coarse-to-fine window selection (:class:`SparseWindows`); ``None``
         evaluates every window.
@@ -243,9 +261,7 @@ def sliding_window_inference(
     starts = list(itertools.product(*(window_starts(s, p, o) for s, p, o in zip(padded, patch, overlaps))))
     weights = importance_map(patch, blend, sigma_scale).to(image.device)
 
-    weight_sum = torch.zeros(padded, dtype=accumulator_dtype, device=image.device)
-    for start in starts:
-        weight_sum[_window(start, patch)] += weights.to(accumulator_dtype)
+    weight_sum = torch.zeros((image.shape[0], 1, *padded), dtype=accumulator_dtype, device=image.device)
 
     autocast = (
         torch.autocast(run_device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
@@ -265,8 +281,10 @@ def sliding_window_inference(
             channels = next((r.shape[0] for r in results if r is not None), None) or len(constant)  # type: ignore[arg-type]
             output = torch.zeros((image.shape[0], channels, *padded), dtype=accumulator_dtype, device=image.device)
         for s, result in zip(chunk, results):
-            values = (constant if result is None else result) * weights
-            output[(b, slice(None), *_window(s, patch))] += values.to(accumulator_dtype)
+            if result is None:
+                continue
+            output[(b, slice(None), *_window(s, patch))] += (result * weights).to(accumulator_dtype)
+            weight_sum[(b, 0, *_window(s, patch))] += weights.to(accumulator_dtype)
 
     with torch.no_grad():
         for b in range(image.shape[0]):
@@ -274,9 +292,7 @@ def sliding_window_inference(
             for index, selected in enumerate(passes):
                 if index == 1:  # refinement: only windows that touch the first pass's foreground
                     assert roi is not None
-                    touched = [bool(roi[_window(s, patch)].any()) for s in selected]
-                    background = [s for s, t in zip(selected, touched) if not t]
-                    accumulate(b, background, [None] * len(background))
+                    touched = [bool(roi[sparse.core_of(s, patch)].any()) for s in selected]  # type: ignore[union-attr]
                     selected = [s for s, t in zip(selected, touched) if t]
                 for chunk in _chunks(selected, batch_size):
                     patches = torch.stack([image[b][(slice(None), *_window(s, patch))] for s in chunk])
@@ -295,8 +311,12 @@ def sliding_window_inference(
     if counter is not None:
         counter.append(evaluated)
     assert output is not None
-    for b in range(output.shape[0]):
-        output[b].div_(weight_sum)
+    output.div_(weight_sum)
+    if constant is not None:
+        uncovered = weight_sum[:, 0] == 0  # every window over these voxels was skipped
+        if bool(uncovered.any()):
+            for c, value in enumerate(constant.flatten().tolist()):
+                output[:, c].masked_fill_(uncovered, value)
     if any(padding):
         crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(padding, spatial))
         output = output[(slice(None), slice(None), *crop)]

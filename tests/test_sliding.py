@@ -163,3 +163,47 @@ def test_sparse_windows_evaluate_only_near_the_foreground_and_keep_it():
         sliding_window_inference(image, network, 16, sparse=SparseWindows(channel=1))
     with pytest.raises(ValueError, match="threshold"):
         SparseWindows(channel=1, threshold=1.5)
+
+
+def test_sparse_core_decides_which_windows_refine_a_voxel():
+    # one bright voxel at 20 on every axis; windows of 16 at steps of 8 (starts 0, 8, ..., 48), tiling 0/16/32/48
+    image = torch.full((1, 1, 64, 64, 64), -1.0)
+    image[0, 0, 20, 20, 20] = 1.0
+
+    def network(x):
+        return torch.cat([-4 * x, 4 * x], dim=1)
+
+    counts = {}
+    for core in (1.0, 0.5):
+        seen = []
+        out = sliding_window_inference(image, network, 16, activation="softmax", counter=seen,
+                                       sparse=SparseWindows(channel=1, core=core), skip_value=[1.0, 0.0])
+        counts[core] = seen[0]
+        assert out[0, 1, 20, 20, 20] > 0.99 and int((out.argmax(1) == 1).sum()) == 1
+    # the whole window: starts 8 and 16 on each axis hold voxel 20 → 2³ windows, one of them in the tiling
+    assert counts[1.0] == 4 ** 3 + 7
+    # the central half: only start 16 (core 20..27) holds it, and that window is in the tiling already
+    assert counts[0.5] == 4 ** 3
+    assert SparseWindows(channel=1, core=0.5).core_of((16, 8, 0), (16, 16, 16)) == (slice(20, 28), slice(12, 20),
+                                                                                      slice(4, 12))
+    assert SparseWindows(channel=1, core=0.01).core_of((0, 0, 0), (16, 16, 16)) == (slice(7, 9),) * 3
+    with pytest.raises(ValueError, match="core"):
+        SparseWindows(channel=1, core=0.0)
+
+
+def test_windows_not_evaluated_are_left_out_of_the_blend():
+    # a network that answers (0.3, 0.7) everywhere; windows of pure air (-1) are skipped
+    image = torch.full((1, 1, 40, 32, 32), -1.0)
+    image[0, 0, :12] = 0.5
+
+    def network(x):
+        return torch.log(torch.tensor([0.3, 0.7])).view(1, 2, 1, 1, 1).expand(len(x), 2, *x.shape[2:]).clone()
+
+    seen = []
+    out = sliding_window_inference(image, network, 16, activation="softmax", counter=seen, skip_value=[1.0, 0.0],
+                                   skip=lambda w: w.flatten(1).amax(1) < 0)
+    starts_z = window_starts(40, 16, 0.5)                    # 0, 8, 16, 24; the first two hold tissue
+    assert starts_z == [0, 8, 16, 24] and seen == [2 * 9]
+    covered = out[:, :, :24]                                 # the evaluated windows reach z = 8 + 16
+    assert torch.allclose(covered, torch.tensor([0.3, 0.7]).view(1, 2, 1, 1, 1).expand_as(covered), atol=1e-6)
+    assert torch.equal(out[:, 0, 24:], torch.ones_like(out[:, 0, 24:]))   # no evaluated window: skip_value

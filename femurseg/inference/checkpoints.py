@@ -164,6 +164,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
 def build_net(info: CheckpointInfo) -> nn.Module:
     """Rebuild the network of a checkpoint, load its weights and put it in eval mode.
 
+    The weights are stored channels-last (``torch.channels_last_3d``), the layout in
+    which oneDNN and cuDNN run 3D convolutions fastest: on the CPU of
+    ``docs/benchmarks.md`` it makes a 48³ window ~20 % faster under bf16 autocast,
+    with outputs equal to the default layout up to float rounding.
+
     Raises
     ------
     CheckpointError
@@ -189,7 +194,7 @@ def build_net(info: CheckpointInfo) -> nn.Module:
             f"checkpoint {info.path}: target {info.target!r} needs {expected} output channels, "
             f"net has {info.net_kwargs.get('out_channels')}"
         )
-    return net.eval()
+    return net.to(memory_format=torch.channels_last_3d).eval()
 
 
 def average_weights(members: Sequence[CheckpointInfo]) -> CheckpointInfo:

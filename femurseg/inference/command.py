@@ -50,9 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sliding-window accumulator precision (float16 halves their memory)")
     window.add_argument("--windows", choices=["sparse", "all"], default="sparse",
                         help="'sparse' (default): a non-overlapping tiling first, then only the overlapping windows "
-                             "that touch its femur; 'all': every window (MONAI's exhaustive sliding window)")
+                             "whose core holds its femur; 'all': every window (MONAI's exhaustive sliding window)")
     window.add_argument("--sparse-threshold", type=float, default=0.05, metavar="P",
                         help="periosteal probability of the first pass that makes a window worth evaluating")
+    window.add_argument("--sparse-core", type=float, default=0.5, metavar="F",
+                        help="central fraction of a window (per axis) searched for that probability; 1 = all of it")
     window.add_argument("--skip-below-hu", type=_optional_float, default=None, metavar="HU",
                         help="opt-in speed-up: windows whose densest voxel is below HU (e.g. 300) count as "
                              "background without running the networks (default: evaluate every window)")
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             tta=args.tta, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size,
             patch_size=tuple(args.patch_size) if args.patch_size else None, precision=args.precision,
             accumulator=args.accumulator, windows=args.windows,
-            sparse_threshold=args.sparse_threshold, skip_below_hu=args.skip_below_hu, average_weights=args.average_weights,
+            sparse_threshold=args.sparse_threshold, sparse_core=args.sparse_core, skip_below_hu=args.skip_below_hu,
+            average_weights=args.average_weights,
             uncertainty=args.uncertainty, uncertainty_threshold=args.uncertainty_threshold,
             keep_probabilities=args.save_probabilities,
             postprocessing=Postprocessing(bilateral=args.bilateral, min_cortex_mm=args.min_cortex_mm,

@@ -78,15 +78,18 @@ class InferenceSettings:
         ``float32`` or ``float16`` sliding-window accumulators.
     windows
         ``"sparse"`` (default): coarse to fine — a non-overlapping tiling of
-        windows first, then only the overlapping windows that touch its
-        periosteal probability ≥ ``sparse_threshold``; the others count as
-        background (see :mod:`femurseg.sliding`). ``"all"``: every window, as
+        windows first, then only the overlapping windows whose core holds a
+        periosteal probability ≥ ``sparse_threshold``; the others are left out of
+        the blend (see :mod:`femurseg.sliding`). ``"all"``: every window, as
         MONAI's ``sliding_window_inference``.
     sparse_threshold
         Periosteal probability of the first pass that makes a window worth evaluating.
+    sparse_core
+        Central fraction of a window (per axis) searched for that probability.
     skip_below_hu
         Opt-in speed-up: windows whose densest voxel is below this HU (e.g. 300)
-        hold no bone; they are not evaluated and count as background. Only valid
+        hold no bone; they are not evaluated (voxels no other window covers are
+        background). Only valid
         for a network that has learned that bone-free regions are background;
         ``None`` (default) evaluates every window.
     average_weights
@@ -113,6 +116,7 @@ class InferenceSettings:
     accumulator: Literal["float32", "float16"] = "float32"
     windows: Literal["sparse", "all"] = "sparse"
     sparse_threshold: float = 0.05
+    sparse_core: float = 0.5
     skip_below_hu: float | None = None
     average_weights: bool = False
     uncertainty: bool = False
@@ -229,7 +233,8 @@ class Predictor:
             low, high = self.checkpoints.preprocessing.hu_window
             skip = _BelowLevel((s.skip_below_hu - (low + high) / 2) / ((high - low) / 2))
         # channel 0 of the ensemble's output is P(periosteal): every contour lies inside it
-        sparse = SparseWindows(channel=0, threshold=s.sparse_threshold) if s.windows == "sparse" else None
+        sparse = (SparseWindows(channel=0, threshold=s.sparse_threshold, core=s.sparse_core)
+                  if s.windows == "sparse" else None)
         skip_value = [0.0] * (4 if s.uncertainty else 2) if skip is not None or sparse is not None else None
         return sliding_window_inference(
             volume, self.network, s.patch_size or self.checkpoints.patch_size, overlap=s.overlap, blend=s.blend,
