@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--bilateral", action="store_true", help="keep one femur per side")
     post.add_argument("--min-cortex-mm", type=float, default=0.0, help="minimum cortical thickness (0: one voxel)")
     post.add_argument("--no-fill-holes", action="store_true")
+    post.add_argument("--thresholds", nargs="+", metavar="FILE|P E",
+                      help="decoding thresholds: a file from `femurseg thresholds` (fitted for these checkpoints) "
+                           "or two probabilities for the periosteal and endosteal maps (default 0.5 0.5)")
     post.add_argument("--calibration", type=float, nargs=2, metavar=("SLOPE", "INTERCEPT"),
                       help="HU to K2HPO4 mg/cm³ line for vBMD and BMC")
     post.add_argument("--save-probabilities", action="store_true", help="write probabilities.nii.gz")
@@ -89,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     from femurseg.inference.postprocess import Postprocessing
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.inference.report import Calibration
+    from femurseg.inference.thresholds import thresholds_option
 
     try:
+        checkpoints = load_checkpoints(args.checkpoints, args.periosteal, args.endosteal,
+                                       average=args.average_weights)
+        thresholds = thresholds_option(args.thresholds, checkpoints) if args.thresholds else (0.5, 0.5)
         settings = InferenceSettings(
             tta=args.tta, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size,
             patch_size=tuple(args.patch_size) if args.patch_size else None, precision=args.precision,
@@ -100,11 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             uncertainty=args.uncertainty, uncertainty_threshold=args.uncertainty_threshold,
             keep_probabilities=args.save_probabilities,
             postprocessing=Postprocessing(bilateral=args.bilateral, min_cortex_mm=args.min_cortex_mm,
-                                          fill_holes=not args.no_fill_holes),
+                                          fill_holes=not args.no_fill_holes, thresholds=thresholds),
             calibration=Calibration(*args.calibration) if args.calibration else None,
         )
-        checkpoints = load_checkpoints(args.checkpoints, args.periosteal, args.endosteal,
-                                       average=args.average_weights)
         predictor = Predictor(checkpoints, settings)
         inputs = discover_inputs(args.input)
     except (FemursegError, ValueError) as error:

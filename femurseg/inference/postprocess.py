@@ -59,6 +59,10 @@ class Postprocessing:
     min_cortex_mm
         Minimum cortical thickness in mm; ``0`` means one voxel along each axis
         (the least that keeps the endosteal contour strictly inside).
+    thresholds
+        Probability thresholds of the periosteal and endosteal maps of binary
+        models (volume-calibrated ones come from ``femurseg thresholds``, see
+        :mod:`femurseg.inference.thresholds`); a 3-class model is decoded by argmax.
     """
 
     largest_component: bool = True
@@ -66,6 +70,13 @@ class Postprocessing:
     min_side_fraction: float = 0.2
     fill_holes: bool = True
     min_cortex_mm: float = 0.0
+    thresholds: tuple[float, float] = (0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        values = tuple(float(t) for t in self.thresholds)
+        if len(values) != 2 or not all(0.0 < t < 1.0 for t in values):
+            raise ValueError(f"thresholds must be two probabilities in (0, 1), got {self.thresholds}")
+        object.__setattr__(self, "thresholds", values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, written to ``report.json``."""
@@ -73,7 +84,8 @@ class Postprocessing:
 
 
 def decode_probabilities(
-    periosteal: np.ndarray, endosteal: np.ndarray, decoding: Decoding = "threshold"
+    periosteal: np.ndarray, endosteal: np.ndarray, decoding: Decoding = "threshold",
+    thresholds: tuple[float, float] = (0.5, 0.5),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Masks from the periosteal ``P(label ≥ 1)`` and endosteal ``P(label = 2)`` maps.
 
@@ -82,9 +94,11 @@ def decode_probabilities(
     periosteal, endosteal
         Probability maps of the same shape.
     decoding
-        ``threshold``: each map at 0.5 (two binary models); ``argmax``: the class of
-        highest probability among background ``1 - P``, cortical ``P - E`` and
-        trabecular ``E`` (one 3-class model).
+        ``threshold``: each map at its threshold (two binary models); ``argmax``:
+        the class of highest probability among background ``1 - P``, cortical
+        ``P - E`` and trabecular ``E`` (one 3-class model).
+    thresholds
+        Periosteal and endosteal thresholds for ``threshold`` decoding.
 
     Returns
     -------
@@ -94,8 +108,10 @@ def decode_probabilities(
     if periosteal.shape != endosteal.shape:
         raise ValueError(f"probability maps differ in shape: {periosteal.shape} vs {endosteal.shape}")
     if decoding == "threshold":
-        return periosteal > 0.5, endosteal > 0.5
+        return periosteal > thresholds[0], endosteal > thresholds[1]
     if decoding == "argmax":
+        if tuple(thresholds) != (0.5, 0.5):
+            raise ValueError("thresholds apply to binary models; a 3-class model is decoded by argmax")
         background = 1.0 - periosteal
         cortical = periosteal - endosteal
         trabecular_wins = (endosteal > cortical) & (endosteal > background)

@@ -275,7 +275,7 @@ class Predictor:
             spread = _resample(deviation, grid, image)
         del maps
         decoding = "argmax" if self.checkpoints.kind == "compartments" else "threshold"
-        outer, inner = decode_probabilities(outer_p, inner_p, decoding)
+        outer, inner = decode_probabilities(outer_p, inner_p, decoding, s.postprocessing.thresholds)
         array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing)
         del outer, inner
         label = sitk.GetImageFromArray(array)
