@@ -171,6 +171,7 @@ def sliding_window_inference(
     precision: Precision = "fp32",
     accumulator_dtype: torch.dtype = torch.float32,
     pad_value: float = 0.0,
+    pad_mode: Literal["constant", "replicate"] = "constant",
     device: torch.device | str | None = None,
     skip: Callable[[torch.Tensor], torch.Tensor] | None = None,
     skip_value: Sequence[float] | None = None,
@@ -189,7 +190,7 @@ def sliding_window_inference(
         ``torch.no_grad``.
     patch_size
         Window size (an int for all axes, or one per axis). Volumes smaller than a
-        window are padded symmetrically with ``pad_value`` and cropped back.
+        window are padded symmetrically (see ``pad_mode``) and cropped back.
     overlap
         Fraction of a window shared with its neighbour, in ``[0, 1)``, per axis or one for all.
     blend
@@ -207,7 +208,12 @@ def sliding_window_inference(
         ``torch.float32`` or ``torch.float16`` (halves the accumulators' memory,
         with about 3 significant digits).
     pad_value
-        Value of padded voxels (use the scaled intensity of air for CT).
+        Value of padded voxels with ``pad_mode="constant"``.
+    pad_mode
+        ``"constant"`` pads with ``pad_value`` (MONAI's default); ``"replicate"``
+        repeats the edge voxels, so that a scan shorter than a window continues
+        its anatomy instead of ending in an invented surface (a network trained on
+        patches inside the volumes never saw one).
     device
         Where the network runs; windows are moved there and their outputs back.
         Default: the image's device.
@@ -243,6 +249,8 @@ def sliding_window_inference(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    if pad_mode not in ("constant", "replicate"):
+        raise ValueError(f"unknown pad_mode {pad_mode!r}; valid: constant, replicate")
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16")
     run_device = torch.device(device) if device is not None else image.device
@@ -256,7 +264,10 @@ def sliding_window_inference(
     padding = [max(p - s, 0) for p, s in zip(patch, spatial)]
     if any(padding):
         pad_arg = [v for p in reversed(padding) for v in (p // 2, p - p // 2)]
-        image = F.pad(image, pad_arg, mode="constant", value=pad_value)
+        if pad_mode == "replicate":
+            image = F.pad(image, pad_arg, mode="replicate")
+        else:
+            image = F.pad(image, pad_arg, mode="constant", value=pad_value)
     padded = tuple(int(s) for s in image.shape[2:])
     starts = list(itertools.product(*(window_starts(s, p, o) for s, p, o in zip(padded, patch, overlaps))))
     weights = importance_map(patch, blend, sigma_scale).to(image.device)

@@ -207,3 +207,27 @@ def test_windows_not_evaluated_are_left_out_of_the_blend():
     covered = out[:, :, :24]                                 # the evaluated windows reach z = 8 + 16
     assert torch.allclose(covered, torch.tensor([0.3, 0.7]).view(1, 2, 1, 1, 1).expand_as(covered), atol=1e-6)
     assert torch.equal(out[:, 0, 24:], torch.ones_like(out[:, 0, 24:]))   # no evaluated window: skip_value
+
+
+@pytest.mark.parametrize("mode", ["constant", "replicate"])
+def test_a_scan_shorter_than_the_window_is_padded_by_the_mode(mode):
+    # 8 slices under a 16-slice window: 4 padded slices on each side, cropped away afterwards
+    torch.manual_seed(0)
+    image = torch.randn(1, 1, 20, 20, 8)
+    seen = []
+
+    def network(x):
+        seen.append(x.clone())
+        return torch.cat([-x, x], dim=1)
+
+    out = sliding_window_inference(image, network, 16, activation="softmax", pad_value=-1.0, pad_mode=mode)
+    assert out.shape == (1, 2, 20, 20, 8)
+    window = seen[0][0, 0]                                   # the first window: x, y from 0, all 16 slices
+    if mode == "replicate":                                  # the anatomy continues: edge slices repeated
+        assert torch.equal(window[..., :4], image[0, 0, :16, :16, :1].expand(16, 16, 4))
+        assert torch.equal(window[..., 12:], image[0, 0, :16, :16, 7:].expand(16, 16, 4))
+    else:
+        assert bool((window[..., :4] == -1).all()) and bool((window[..., 12:] == -1).all())
+    assert torch.equal(window[..., 4:12], image[0, 0, :16, :16, :])
+    with pytest.raises(ValueError, match="pad_mode"):
+        sliding_window_inference(image, network, 16, pad_mode="reflect")

@@ -239,7 +239,7 @@ class Predictor:
         return sliding_window_inference(
             volume, self.network, s.patch_size or self.checkpoints.patch_size, overlap=s.overlap, blend=s.blend,
             batch_size=s.batch_size, precision=resolve_precision(s.precision, self.device), accumulator_dtype=dtype,
-            pad_value=-1.0, device=self.device, skip=skip, skip_value=skip_value, sparse=sparse,
+            pad_mode="replicate", device=self.device, skip=skip, skip_value=skip_value, sparse=sparse,
         )[0]
 
     def predict(self, image: sitk.Image, subject_id: str = "scan", source: str = "") -> SegmentationResult:
