@@ -31,6 +31,9 @@ _EXPORTS = {
     "Calibration": "femurseg.inference.report",
     "compartment_report": "femurseg.inference.report",
     "run_cohort": "femurseg.inference.cohort",
+    "fit_thresholds": "femurseg.inference.thresholds",
+    "read_thresholds": "femurseg.inference.thresholds",
+    "Thresholds": "femurseg.inference.thresholds",
     "main": "femurseg.inference.command",
 }
 
