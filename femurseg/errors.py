@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FemursegError", "ManifestError", "DataError", "CheckpointError"]
+__all__ = ["FemursegError", "ManifestError", "DataError", "CheckpointError", "ThresholdsError"]
 
 
 class FemursegError(Exception):
@@ -27,3 +27,7 @@ class DataError(FemursegError):
 
 class CheckpointError(FemursegError):
     """A checkpoint is missing, unsafe, or incompatible with the others."""
+
+
+class ThresholdsError(FemursegError):
+    """A decoding-thresholds file is unreadable or belongs to other checkpoints."""

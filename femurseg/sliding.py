@@ -271,6 +271,7 @@ def sliding_window_inference(
     padded = tuple(int(s) for s in image.shape[2:])
     starts = list(itertools.product(*(window_starts(s, p, o) for s, p, o in zip(padded, patch, overlaps))))
     weights = importance_map(patch, blend, sigma_scale).to(image.device)
+    accumulated_weights = weights.to(accumulator_dtype)
 
     weight_sum = torch.zeros((image.shape[0], 1, *padded), dtype=accumulator_dtype, device=image.device)
 
@@ -295,7 +296,7 @@ def sliding_window_inference(
             if result is None:
                 continue
             output[(b, slice(None), *_window(s, patch))] += (result * weights).to(accumulator_dtype)
-            weight_sum[(b, 0, *_window(s, patch))] += weights.to(accumulator_dtype)
+            weight_sum[(b, 0, *_window(s, patch))] += accumulated_weights
 
     with torch.no_grad():
         for b in range(image.shape[0]):

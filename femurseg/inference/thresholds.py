@@ -43,7 +43,7 @@ from scipy import ndimage
 from femurseg.atomic import atomic_write_text
 from femurseg.data.io import read_image, read_label
 from femurseg.data.manifest import ManifestRecord
-from femurseg.errors import DataError, FemursegError
+from femurseg.errors import DataError, FemursegError, ThresholdsError
 from femurseg.inference.checkpoints import CheckpointSet
 from femurseg.inference.predictor import Predictor
 
@@ -51,10 +51,6 @@ __all__ = ["Thresholds", "volume_threshold", "fit_thresholds", "read_thresholds"
 
 #: thresholds are searched in this range; a fit at its edge means the network is far off
 SEARCH_RANGE = (0.05, 0.95)
-
-
-class ThresholdsError(FemursegError):
-    """A thresholds file is unreadable or belongs to other checkpoints."""
 
 
 @dataclass(frozen=True)
