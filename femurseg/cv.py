@@ -343,7 +343,8 @@ def _parser() -> argparse.ArgumentParser:
         help="binary targets: the other contour's experiment folder (e.g. runs/periosteal); fold k of both "
         "is segmented together into the 0/1/2 map that is evaluated",
     )
-    parser.add_argument("--tta", default="xyz", help="mirror-flip test-time augmentation axes, or none (default xyz)")
+    parser.add_argument("--tta", default="auto",
+                        help="mirror-flip test-time augmentation axes, none, or auto (the training mirror axes; default)")
     return parser
 
 

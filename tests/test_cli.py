@@ -65,6 +65,7 @@ def test_checkpoint_is_plain_data(fitted: Path):
     assert meta["net"] == "unet3d" and meta["net_kwargs"]["channels"] == [4, 8, 16]
     assert meta["preprocessing"]["spacing"] == [4.0, 4.0, 4.0]
     assert meta["patch_size"] == [16, 16, 16]  # linked from data.patch_size
+    assert meta["mirror_axes"] == "none"  # --data.augmentation none: tta auto will not flip
     assert any(k.startswith("net.") for k in checkpoint["state_dict"])
 
 

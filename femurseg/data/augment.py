@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torchio as tio
 
-__all__ = ["Preset", "PRESETS", "make_augmentation", "RandomGainOffset", "LabelToUint8"]
+__all__ = ["Preset", "PRESETS", "make_augmentation", "mirror_axes", "RandomGainOffset", "LabelToUint8"]
 
 Preset = Literal["none", "light", "default", "heavy"]
 PRESETS: tuple[str, ...] = ("none", "light", "default", "heavy")
@@ -56,6 +56,18 @@ class LabelToUint8(tio.Transform):
             if isinstance(image, tio.LabelMap) and image.data.dtype != torch.uint8:
                 image.set_data(image.data.round().to(torch.uint8))
         return subject
+
+
+def mirror_axes(preset: Preset | str) -> str:
+    """The axes a preset mirrors, as test-time augmentation names them (``"x"`` or ``"none"``).
+
+    Every preset but ``none`` mirrors left/right only: a femur flipped head-to-foot or
+    front-to-back is not anatomy, so test-time flips along those axes would show the
+    network inputs it never saw (measured in docs/inference.md).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return "none" if preset == "none" else "x"
 
 
 def make_augmentation(preset: Preset | str) -> tio.Transform | None:

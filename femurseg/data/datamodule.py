@@ -27,7 +27,7 @@ import torch
 import torchio as tio
 from torch.utils.data import DistributedSampler, SequentialSampler
 
-from femurseg.data.augment import Preset, make_augmentation
+from femurseg.data.augment import Preset, make_augmentation, mirror_axes
 from femurseg.data.cache import CacheDtype, SubjectCache
 from femurseg.data.folds import load_or_create_splits, select_fold
 from femurseg.data.io import read_image, read_label
@@ -205,6 +205,11 @@ class FemurDataModule(pl.LightningDataModule):
         h = self.hparams
         name = f"{h.synthetic_preset}_n{h.synthetic_n}_seed{h.synthetic_seed}_v{GENERATOR_VERSION}"
         return Path(h.synthetic_dir).expanduser() / name / "manifest.csv"
+
+    @property
+    def mirror_axes(self) -> str:
+        """Axes the training augmentation mirrors (``"x"`` or ``"none"``), recorded in checkpoints for TTA."""
+        return mirror_axes(self.hparams.augmentation)
 
     @property
     def splits_path(self) -> Path:

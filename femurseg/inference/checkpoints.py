@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from femurseg.data.augment import mirror_axes
 from femurseg.data.preprocess import Preprocessing
 from femurseg.errors import CheckpointError
 
@@ -62,6 +63,9 @@ class CheckpointInfo:
         Network weights (``net.`` prefix removed).
     sha256
         Digest of the file, for the report.
+    mirror_axes
+        Axes its training augmentation mirrored (``"x"``, ``"none"``), or ``None`` if
+        the checkpoint does not say; ``tta="auto"`` flips only along these.
     """
 
     path: str
@@ -72,6 +76,7 @@ class CheckpointInfo:
     patch_size: tuple[int, int, int]
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     sha256: str = ""
+    mirror_axes: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """Plain-data description for ``report.json``."""
@@ -102,6 +107,15 @@ class CheckpointSet:
     def patch_size(self) -> tuple[int, int, int]:
         """The window size: the first member's training patch size."""
         return self.members[0].patch_size
+
+    @property
+    def mirror_axes(self) -> str:
+        """Axes every member was trained to mirror: what ``tta="auto"`` flips (``"none"`` if any member is silent)."""
+        common = None
+        for member in self.members:
+            axes = set() if member.mirror_axes in (None, "none") else set(member.mirror_axes)
+            common = axes if common is None else common & axes
+        return "".join(sorted(common)) if common else "none"
 
     def describe(self) -> list[dict[str, Any]]:
         return [m.describe() for m in self.members]
@@ -158,7 +172,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     return CheckpointInfo(
         path=str(path), target=target, net=str(meta["net"]), net_kwargs=dict(meta.get("net_kwargs") or {}),
         preprocessing=preprocessing, patch_size=patch, state_dict=state, sha256=_sha256(path),  # type: ignore[arg-type]
+        mirror_axes=_mirror_axes(meta, checkpoint),
     )
+
+
+def _mirror_axes(meta: dict[str, Any], checkpoint: dict[str, Any]) -> str | None:
+    """The training mirror axes: from the metadata, else from the data module's augmentation preset."""
+    if isinstance(meta.get("mirror_axes"), str):
+        return meta["mirror_axes"]
+    preset = (checkpoint.get("datamodule_hyper_parameters") or {}).get("augmentation")
+    try:
+        return mirror_axes(preset) if isinstance(preset, str) else None
+    except ValueError:
+        return None
 
 
 def build_net(info: CheckpointInfo) -> nn.Module:
@@ -224,7 +250,7 @@ def average_weights(members: Sequence[CheckpointInfo]) -> CheckpointInfo:
     return CheckpointInfo(
         path=f"mean of {len(members)}: " + ", ".join(m.path for m in members), target=first.target, net=first.net,
         net_kwargs=first.net_kwargs, preprocessing=first.preprocessing, patch_size=first.patch_size,
-        state_dict=state, sha256="",
+        state_dict=state, sha256="", mirror_axes=CheckpointSet(periosteal=tuple(members)).mirror_axes,
     )
 
 

@@ -6,7 +6,7 @@ Examples
 
     femurseg segment --periosteal runs/peri/fold_*/checkpoints/best.ckpt \\
                      --endosteal runs/endo/fold_*/checkpoints/best.ckpt \\
-                     --input scans/ --output segmentations/ --tta xyz
+                     --input scans/ --output segmentations/ --tta auto
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True, type=Path, help="a scan, a folder of scans, or a manifest CSV")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
     window = parser.add_argument_group("ensemble and sliding window")
-    window.add_argument("--tta", default="xyz", help="mirror axes for test-time augmentation ('xyz', 'xy', ...) or 'none'")
+    window.add_argument("--tta", default="auto",
+                        help="mirror axes for test-time augmentation: 'auto' (those the checkpoints were trained to "
+                             "mirror; default), 'none', or axes ('x', 'xyz', ...)")
     window.add_argument("--overlap", type=float, default=0.5, help="window overlap fraction")
     window.add_argument("--blend", choices=["gaussian", "hann", "constant"], default="gaussian")
     window.add_argument("--batch-size", type=int, default=4, help="windows per network call")

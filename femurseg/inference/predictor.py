@@ -64,8 +64,11 @@ class InferenceSettings:
     Parameters
     ----------
     tta
-        Mirror-flip test-time augmentation: ``"none"`` or the axes, e.g. ``"xyz"``
-        (8 flips per checkpoint).
+        Mirror-flip test-time augmentation: ``"auto"`` (default) flips along the axes
+        the checkpoints were trained to mirror (``"x"``, left/right, for every
+        augmentation preset but ``none``: 2 predictions per checkpoint); ``"none"``;
+        or the axes, e.g. ``"xyz"`` (8 flips, nnU-Net's choice for models trained
+        with mirroring along every axis).
     overlap, blend, batch_size
         Sliding-window overlap, blending (``gaussian``, ``hann``, ``constant``) and
         windows per network call.
@@ -107,7 +110,7 @@ class InferenceSettings:
         HU → density line for vBMD and BMC, or ``None``.
     """
 
-    tta: str = "xyz"
+    tta: str = "auto"
     overlap: float = 0.5
     blend: Blend = "gaussian"
     batch_size: int = 4
@@ -200,6 +203,8 @@ class Predictor:
     def __init__(self, checkpoints: CheckpointSet, settings: InferenceSettings | None = None) -> None:
         self.checkpoints = checkpoints
         self.settings = settings or InferenceSettings()
+        if self.settings.tta == "auto":  # resolved once, so reports and threshold files name the axes
+            self.settings = replace(self.settings, tta=checkpoints.mirror_axes)
         flips = mirror_flips(self.settings.tta)
         self.network = EnsembleNetwork(
             periosteal=[build_net(m) for m in checkpoints.periosteal],

@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=Path, help="splits.json of the training run: its test subjects are left out")
     parser.add_argument("--subjects", nargs="+", metavar="ID", help="use only these subjects")
     parser.add_argument("--output", required=True, type=Path, help="thresholds JSON to write")
-    parser.add_argument("--tta", default="xyz", help="test-time mirror axes, as `segment` will use them")
+    parser.add_argument("--tta", default="auto", help="test-time mirror axes, as `segment` will use them (default auto)")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     parser.add_argument("--average-weights", action="store_true")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

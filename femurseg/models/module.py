@@ -174,6 +174,7 @@ class SegmentationModule(pl.LightningModule):
         self.loss_fn: nn.Module = LOSSES.create(loss, **(loss_kwargs or {}))
         self.optimizer_factory = optimizer
         self.preprocessing: dict[str, Any] | None = None
+        self.mirror_axes: str | None = None  # the training augmentation's mirror axes, for test-time flips
         self.val_scores: dict[str, dict[str, float]] = {}
 
     @property
@@ -309,6 +310,8 @@ class SegmentationModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "preprocessing"):
             self.preprocessing = datamodule.preprocessing.to_dict()
+        if datamodule is not None and hasattr(datamodule, "mirror_axes"):
+            self.mirror_axes = datamodule.mirror_axes
         precision = str(self.trainer.precision)
         if precision.startswith("bf16") and self.device.type == "cpu" and not cpu_has_fast_bf16():
             rank_zero_warn(
@@ -332,10 +335,12 @@ class SegmentationModule(pl.LightningModule):
             "preprocessing": self.preprocessing,
             "patch_size": list(self.patch_size),
             "ema_decay": self.hparams.ema_decay,
+            "mirror_axes": self.mirror_axes,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.preprocessing = checkpoint.get("femurseg", {}).get("preprocessing")
+        self.mirror_axes = checkpoint.get("femurseg", {}).get("mirror_axes")
         if "state_dict" in checkpoint:
             from_checkpoint_layout(checkpoint["state_dict"], keep_ema=self.ema_net is not None)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchio as tio
 
-from femurseg.data.augment import PRESETS, RandomGainOffset, make_augmentation
+from femurseg.data.augment import PRESETS, RandomGainOffset, make_augmentation, mirror_axes
 
 
 def subject(size: int = 40) -> tio.Subject:
@@ -67,3 +67,14 @@ def test_gain_scales_and_offset_shifts_only_the_image():
         assert torch.allclose(delta, delta.flatten()[0].expand_as(delta), atol=1e-6)
         assert abs(float(delta.flatten()[0])) <= 0.02
         assert torch.equal(shifted["label"].data, original["label"].data)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_mirror_axes_name_the_flips_each_preset_makes(preset):
+    """What checkpoints record for ``tta="auto"`` must be what training really mirrored."""
+    pipeline = make_augmentation(preset)
+    flips = [t for t in (pipeline.transforms if pipeline is not None else []) if isinstance(t, tio.RandomFlip)]
+    axes = "".join("xyz"[a] for t in flips for a in t.axes)
+    assert mirror_axes(preset) == (axes or "none")
+    with pytest.raises(ValueError, match="unknown augmentation preset"):
+        mirror_axes("sideways")

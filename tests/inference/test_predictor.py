@@ -39,8 +39,8 @@ SETTINGS = Preprocessing(spacing=(1.5, 1.5, 1.5))
 
 
 def save_checkpoint(path, target="periosteal", net="unet3d", net_kwargs=None, seed=0, preprocessing=SETTINGS,
-                    patch=(16, 16, 16)):
-    """A checkpoint laid out as SegmentationModule writes it."""
+                    patch=(16, 16, 16), mirror_axes="x", datamodule=None):
+    """A checkpoint laid out as SegmentationModule writes it (``mirror_axes=None``: an older one without the key)."""
     out = 3 if target == "compartments" else 2
     kwargs = {"in_channels": 1, "out_channels": out, **(net_kwargs or {"channels": [4, 8], "strides": [2]})}
     torch.manual_seed(seed)
@@ -48,8 +48,10 @@ def save_checkpoint(path, target="periosteal", net="unet3d", net_kwargs=None, se
     torch.save({
         "state_dict": {f"net.{k}": v for k, v in model.state_dict().items()},
         "femurseg": {"format_version": 1, "target": target, "net": net, "net_kwargs": kwargs,
-                     "preprocessing": preprocessing.to_dict(), "patch_size": list(patch), "classes": []},
+                     "preprocessing": preprocessing.to_dict(), "patch_size": list(patch), "classes": [],
+                     **({} if mirror_axes is None else {"mirror_axes": mirror_axes})},
         "epoch": 3,
+        **({} if datamodule is None else {"datamodule_hyper_parameters": datamodule}),
     }, path)
     return path
 
@@ -114,6 +116,28 @@ def test_tta_flips_are_undone_on_an_asymmetric_volume():
     assert mirror_flips("xyz")[0] == () and len(mirror_flips("xyz")) == 8
     with pytest.raises(ValueError, match="tta"):
         mirror_flips("xw")
+
+
+def test_tta_auto_flips_only_along_the_training_mirror_axes(tmp_path):
+    """A femur flipped head-to-foot is not anatomy: ``auto`` uses the axes every member was trained to mirror."""
+    p, e = band_checkpoints(tmp_path)  # both record mirror_axes "x"
+    predictor = Predictor(load_checkpoints([], [p], [e]))
+    assert predictor.settings.tta == "x" and predictor.network.size == 2  # identity + left/right mirror
+    image, _ = phantom()
+    assert predictor.predict(image).report["settings"]["tta"] == "x"  # the resolved axes are reported
+    # older checkpoints: the data module's augmentation preset says it; silence means no flips
+    old = save_checkpoint(tmp_path / "old.ckpt", "endosteal", mirror_axes=None, datamodule={"augmentation": "default"})
+    unflipped = save_checkpoint(tmp_path / "none.ckpt", "endosteal", mirror_axes=None, datamodule={"augmentation": "none"})
+    silent = save_checkpoint(tmp_path / "silent.ckpt", "endosteal", mirror_axes=None)
+    assert [read_checkpoint(c).mirror_axes for c in (old, unflipped, silent)] == ["x", "none", None]
+    assert Predictor(load_checkpoints([], [p], [old])).settings.tta == "x"
+    assert Predictor(load_checkpoints([], [p], [old, unflipped])).settings.tta == "none"  # common axes only
+    assert Predictor(load_checkpoints([], [p], [silent])).settings.tta == "none"
+    xyz = save_checkpoint(tmp_path / "xyz.ckpt", "endosteal", mirror_axes="xyz")
+    assert Predictor(load_checkpoints([], [p], [xyz])).settings.tta == "x"
+    assert Predictor(load_checkpoints([], [p], [xyz]), InferenceSettings(tta="xyz")).network.size == 8  # explicit wins
+    folds = [save_checkpoint(tmp_path / f"f{i}.ckpt", seed=i, mirror_axes=m) for i, m in enumerate(("xyz", "xz"))]
+    assert average_weights([read_checkpoint(f) for f in folds]).mirror_axes == "xz"
 
 
 def test_compartment_members_give_periosteal_and_endosteal_probabilities():
