@@ -111,7 +111,7 @@ class CheckpointSet:
     @property
     def mirror_axes(self) -> str:
         """Axes every member was trained to mirror: what ``tta="auto"`` flips (``"none"`` if any member is silent)."""
-        common = None
+        common: set[str] | None = None
         for member in self.members:
             axes = set() if member.mirror_axes in (None, "none") else set(member.mirror_axes)
             common = axes if common is None else common & axes
