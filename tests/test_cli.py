@@ -90,6 +90,7 @@ def test_print_config_parses(capsys):
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["net"] == "unet3d"
     assert config["data"]["patch_size"] == [48, 48, 48] and config["runs_root"] == "runs/quickstart"
+    assert config["model"]["loss"] == "dice_ce" and config["model"]["loss_kwargs"] == {"dice_weight": 0.0}
     assert config["trainer"]["use_distributed_sampler"] is False
 
 

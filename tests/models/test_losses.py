@@ -155,3 +155,22 @@ def test_soft_dice_alone_pushes_partial_volume_voxels_to_hard_answers():
     logits.requires_grad_(True)
     LOSSES.create("dice")(logits, target).backward()
     assert (logits.grad[0, 1, 2:] > 0).all()        # gradient descent lowers the 30 % voxels' logit
+
+
+def test_cross_entropy_alone_is_minimised_at_the_bone_fraction():
+    # why the quick start trains with dice_weight 0: on partial-volume voxels (30 % bone) the
+    # cross-entropy optimum is p = 0.3, so the 0.5 iso-surface keeps volumes; the Dice term moves
+    # the optimum (here to about 0.26), a bias that thresholding at 0.5 turns into volume error
+    target = torch.zeros(1, 2, 4, 4, 4)
+    target[:, 1], target[:, 1, :2] = 0.3, 1.0
+    target[:, 0] = 1 - target[:, 1]
+
+    def optimum(loss_fn) -> float:
+        def loss_at(p: float) -> float:
+            logits = torch.zeros(1, 2, 4, 4, 4)
+            logits[:, 1, :2], logits[:, 1, 2:] = 10.0, math.log(p / (1 - p))
+            return float(loss_fn(logits, target))
+        return min((i / 1000 for i in range(1, 1000)), key=loss_at)
+
+    assert optimum(LOSSES.create("dice_ce", dice_weight=0.0)) == pytest.approx(0.3, abs=1e-3)
+    assert optimum(LOSSES.create("dice_ce")) < 0.28
