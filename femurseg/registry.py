@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import re
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
@@ -125,8 +126,28 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def create(self, name: str, /, **kwargs: Any) -> Any:
-        """Build the component ``name`` with keyword arguments."""
-        return self.get(name)(**kwargs)
+        """Build the component ``name`` with keyword arguments.
+
+        Raises
+        ------
+        KeyError
+            If ``name`` is not registered.
+        TypeError
+            If ``kwargs`` holds a keyword the component does not take (the message
+            names the component and the keywords it does take).
+        """
+        item = self.get(name)
+        try:
+            signature = inspect.signature(item)
+        except (TypeError, ValueError):  # some builtins have no signature: let the call decide
+            return item(**kwargs)
+        try:
+            signature.bind(**kwargs)
+        except TypeError as error:
+            taken = [p for p, v in signature.parameters.items() if v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)]
+            raise TypeError(f"{self.kind} {name!r} cannot be built with {sorted(kwargs)}: {error}. "
+                            f"It takes: {', '.join(taken) or 'no keyword arguments'}") from None
+        return item(**kwargs)
 
     def names(self) -> list[str]:
         """Sorted registered names, plugins included."""

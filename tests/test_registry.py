@@ -27,6 +27,24 @@ def test_unknown_name_lists_valid_names_and_nearest():
     assert "unet3d, vnet3d" in message
 
 
+def test_wrong_keyword_names_the_component_and_what_it_takes():
+    # e.g. quickstart.yaml's loss_kwargs {dice_weight: 0} kept while switching --model.loss to focal
+    from femurseg.models.losses import LOSSES
+
+    with pytest.raises(TypeError, match=r"loss 'focal' cannot be built with \['dice_weight'\].*takes: gamma, class_weights"):
+        LOSSES.create("focal", dice_weight=0.0)
+    assert LOSSES.create("focal", gamma=1.0).gamma == 1.0
+
+    registry = Registry("thing")
+
+    @registry.register("inner_error")
+    def inner_error(x: int) -> int:
+        raise TypeError("raised inside the constructor")
+
+    with pytest.raises(TypeError, match="raised inside the constructor"):  # not masked by the keyword check
+        registry.create("inner_error", x=1)
+
+
 def test_duplicate_name_raises():
     registry = Registry("net")
     registry.register("a", int)
