@@ -3,8 +3,9 @@
 Modules, in data-flow order: :mod:`~femurseg.inference.checkpoints` (safe loading,
 compatibility, weight averaging), :mod:`~femurseg.inference.ensemble` (mean softmax
 over checkpoints and mirror flips, per window), :mod:`~femurseg.inference.predictor`
-(one scan: preprocess, sliding window, resample to the scan's grid, postprocess;
-``segment``), :mod:`~femurseg.inference.postprocess`, :mod:`~femurseg.inference.contours`,
+(one scan: preprocess, sliding window, resample to the scan's grid, postprocess, refine;
+``segment``), :mod:`~femurseg.inference.postprocess`, :mod:`~femurseg.inference.refine`,
+:mod:`~femurseg.inference.contours`,
 :mod:`~femurseg.inference.report`, :mod:`~femurseg.inference.qc`,
 :mod:`~femurseg.inference.writers`, :mod:`~femurseg.inference.cohort` (many scans,
 through ``Trainer.predict``) and :mod:`~femurseg.inference.command` (``femurseg segment``).
@@ -26,6 +27,8 @@ _EXPORTS = {
     "CheckpointSet": "femurseg.inference.checkpoints",
     "Postprocessing": "femurseg.inference.postprocess",
     "postprocess": "femurseg.inference.postprocess",
+    "Refinement": "femurseg.inference.refine",
+    "refine_contours": "femurseg.inference.refine",
     "label_contours": "femurseg.inference.contours",
     "contours_to_mask": "femurseg.inference.contours",
     "Calibration": "femurseg.inference.report",

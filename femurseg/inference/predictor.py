@@ -13,7 +13,10 @@ a :class:`SegmentationResult`:
    space, so any orientation is handled) onto the scan's own grid;
 4. they are decoded (thresholds for binary models, argmax for a 3-class model) and
    postprocessed (:mod:`~femurseg.inference.postprocess`) into the 0/1/2 map;
-5. volumes, mean HU (and calibrated densities), contours and, optionally, the
+5. the two contours are refined with the scan's intensities on its own grid
+   (:mod:`~femurseg.inference.refine`: half maximum where the cortex is resolved, a
+   one-voxel cortex where it is thinner than a voxel) and postprocessed again;
+6. volumes, mean HU (and calibrated densities), contours and, optionally, the
    ensemble's disagreement are computed.
 
 :func:`segment` is the one-call Python API; the cohort runner
@@ -49,6 +52,7 @@ from femurseg.inference.checkpoints import CheckpointSet, build_net, load_checkp
 from femurseg.inference.contours import geometry_of, label_contours
 from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess
+from femurseg.inference.refine import Refinement, refine_contours
 from femurseg.inference.report import Calibration, compartment_report
 from femurseg.sliding import Blend, SparseWindows, sliding_window_inference
 
@@ -106,6 +110,10 @@ class InferenceSettings:
         Keep the probability maps on the scan's grid in the result.
     postprocessing
         See :class:`~femurseg.inference.postprocess.Postprocessing`.
+    refinement
+        Partial-volume refinement of the contours on the scan's grid (see
+        :class:`~femurseg.inference.refine.Refinement`); ``None`` keeps the networks'
+        contours as decoded.
     calibration
         HU → density line for vBMD and BMC, or ``None``.
     """
@@ -126,6 +134,7 @@ class InferenceSettings:
     uncertainty_threshold: float = 0.15
     keep_probabilities: bool = False
     postprocessing: Postprocessing = field(default_factory=Postprocessing)
+    refinement: Refinement | None = field(default_factory=Refinement)
     calibration: Calibration | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,6 +292,11 @@ class Predictor:
         outer, inner = decode_probabilities(outer_p, inner_p, decoding, s.postprocessing.thresholds)
         array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing)
         del outer, inner
+        if s.refinement is not None:
+            outer, inner = refine_contours(sitk.GetArrayViewFromImage(image), array >= 1, array == 2,
+                                           image.GetSpacing(), s.refinement)
+            array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing)
+            del outer, inner
         label = sitk.GetImageFromArray(array)
         label.CopyInformation(image)
 

@@ -109,7 +109,7 @@ def test_commands_fit_write_and_apply_thresholds(tmp_path, capsys):
     def volumes(folder, *extra):
         assert segment_main(["--periosteal", str(periosteal), "--endosteal", str(endosteal), "--input",
                              str(tmp_path / "s2.nii.gz"), "--output", str(folder), "--tta", "none", "--no-qc",
-                             *extra]) == 0
+                             "--refine", "none", *extra]) == 0   # thresholds act on the networks' contours
         report = json.loads((folder / "s2" / "report.json").read_text())
         return report["volume_cm3"], report["settings"]["postprocessing"]["thresholds"]
 
