@@ -181,13 +181,14 @@ def femur_like_scan(shape_zyx: tuple[int, int, int], path: Path) -> None:
     sitk.WriteImage(image, str(path))
 
 
-def _memory_worker(scan: str, periosteal: str, endosteal: str) -> None:
+def _memory_worker(scan: str, periosteal: str, endosteal: str, refine: str = "partial-volume") -> None:
     from femurseg.data.io import read_image
     from femurseg.inference.checkpoints import load_checkpoints
     from femurseg.inference.predictor import InferenceSettings, Predictor
+    from femurseg.inference.refine import Refinement
 
-    predictor = Predictor(load_checkpoints(periosteal=[periosteal], endosteal=[endosteal]),
-                          InferenceSettings(tta="none"))
+    settings = InferenceSettings(tta="none", refinement=Refinement() if refine == "partial-volume" else None)
+    predictor = Predictor(load_checkpoints(periosteal=[periosteal], endosteal=[endosteal]), settings)
     image = read_image(scan)
     start = time.perf_counter()
     result = predictor.predict(image, "memory")
@@ -197,15 +198,16 @@ def _memory_worker(scan: str, periosteal: str, endosteal: str) -> None:
                       "volume_cm3": result.report["volume_cm3"]["periosteal"]}))
 
 
-def memory(checkpoint: Path, folder: Path, sizes: list[tuple[int, int, int]]) -> list[dict[str, object]]:
+def memory(checkpoint: Path, folder: Path, sizes: list[tuple[int, int, int]],
+           refine: str = "partial-volume") -> list[dict[str, object]]:
     periosteal = _relabelled(checkpoint, "periosteal", folder)
     endosteal = _relabelled(checkpoint, "endosteal", folder)
     rows = []
     for shape in sizes:
         scan = folder / f"scan_{'x'.join(map(str, shape))}.nii.gz"
         femur_like_scan(shape, scan)
-        output = subprocess.run([sys.executable, __file__, "--memory-worker", str(scan), str(periosteal), str(endosteal)],
-                                check=True, capture_output=True, text=True).stdout
+        output = subprocess.run([sys.executable, __file__, "--memory-worker", str(scan), str(periosteal), str(endosteal),
+                                 refine], check=True, capture_output=True, text=True).stdout
         data = json.loads(output.strip().splitlines()[-1])
         rows.append({"size_xyz": f"{shape[2]}x{shape[1]}x{shape[0]}",
                      "mvoxels": round(np.prod(shape) / 1e6, 1), **data})
@@ -234,7 +236,7 @@ def _markdown(machine: str, weights: str, result: dict[str, object], rows: list[
              f"{result['agreement_skip_vs_fp32']:.5f} |", "",
              f"Largest probability difference MONAI vs femurseg fp32: {result['max_abs_prob_diff_monai_vs_fp32']:.1e}; "
              f"foreground fraction: {result['foreground_fraction_fp32']:.4f}.", "",
-             "### End to end (`Predictor.predict`, periosteal + endosteal models, no TTA), one process per size", "",
+             "### End to end (`Predictor.predict`, periosteal + endosteal models, no TTA, contour refinement), one process per size", "",
              "| scan (x×y×z, 0.7×0.7×1.0 mm) | Mvoxels | seconds | peak RSS GiB |", "|---|---|---|---|"]
     lines += [f"| {r['size_xyz']} | {r['mvoxels']} | {r['seconds']} | {r['peak_rss_gib']} |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -249,7 +251,7 @@ def _append(path: Path, text: str) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--memory-worker":
-        _memory_worker(*sys.argv[2:5])
+        _memory_worker(*sys.argv[2:6])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="a periosteal checkpoint (default: random quick-start weights)")

@@ -42,12 +42,14 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def evaluate(periosteal: str, endosteal: str, slices: Path, depth: int, slice_mm: float) -> list[dict[str, object]]:
+def evaluate(periosteal: str, endosteal: str, slices: Path, depth: int, slice_mm: float,
+             refine: bool = True) -> list[dict[str, object]]:
     from femurseg.inference.checkpoints import load_checkpoints
     from femurseg.inference.predictor import InferenceSettings, Predictor
+    from femurseg.inference.refine import Refinement
 
-    predictor = Predictor(load_checkpoints(periosteal=[periosteal], endosteal=[endosteal]),
-                          InferenceSettings(tta="none"))
+    settings = InferenceSettings(tta="none", refinement=Refinement() if refine else None)
+    predictor = Predictor(load_checkpoints(periosteal=[periosteal], endosteal=[endosteal]), settings)
     rows = []
     for ct_path in sorted(slices.glob("*_ct.nii.gz")):
         mask_path = ct_path.with_name(ct_path.name.replace("_ct.", "_femur."))
@@ -109,11 +111,14 @@ def main() -> None:
     parser.add_argument("--slices", type=Path, default=Path("../shared/realct/slices"))
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--slice-mm", type=float, default=2.0)
+    parser.add_argument("--refine", choices=("partial-volume", "none"), default="partial-volume",
+                        help="contour refinement, as `femurseg segment --refine`")
     parser.add_argument("--figure", type=Path)
     parser.add_argument("--note", default="", help="what the models are, for the Markdown section")
     parser.add_argument("--append", type=Path, help="replace or add this section in a Markdown file")
     args = parser.parse_args()
-    rows = evaluate(args.periosteal, args.endosteal, args.slices, args.depth, args.slice_mm)
+    rows = evaluate(args.periosteal, args.endosteal, args.slices, args.depth, args.slice_mm,
+                    refine=args.refine == "partial-volume")
     for row in rows:
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}))
     if args.figure:

@@ -15,8 +15,8 @@ where it is not. :func:`refine_contours` uses both facts, as QCT software does:
    midpoint is crossed exactly at the surface, so a voxel's centre is inside when its
    value is above it. This is applied only where the cortex is *resolved*: the local
    peak reaches ``resolved`` × the cortical plateau (the 95th percentile of the
-   predicted cortex) and the network's cortex there is at least ``min_thickness_mm``
-   thick. A thin cortex blurs to a lower, wider peak whose half maximum lies outside
+   predicted cortex, which the shaft's thick cortex sets) and the network's cortex
+   there is at least ``min_thickness_mm`` thick. A thin cortex blurs to a lower, wider peak whose half maximum lies outside
    the bone, so the network's surface is kept there.
 2. **Endosteal surface one voxel inside where the cortex is not resolved.** Where the
    local cortical peak stays below ``unresolved`` × the plateau, the cortex is
@@ -79,6 +79,9 @@ class Refinement:
         count towards the soft-tissue level.
     plateau_percentile
         Percentile of the predicted cortex's HU taken as the cortical plateau.
+    min_plateau_hu
+        A plateau below this shows no resolved cortex anywhere in the scan (nothing to
+        measure the peaks against); the contours are then left as they are.
     """
 
     resolved: float = 0.9
@@ -86,6 +89,7 @@ class Refinement:
     min_thickness_mm: float = 2.5
     soft_tissue_max_hu: float = 200.0
     plateau_percentile: float = 95.0
+    min_plateau_hu: float = 700.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.unresolved <= 1.0 or not 0.0 < self.resolved <= 1.0:
@@ -152,7 +156,7 @@ def refine_contours(
     hu_box = np.asarray(hu[box], dtype=np.float32)
     outer_box, inner_box = outer[box].copy(), inner[box].copy()
     plateau = float(np.percentile(hu_box[cortex[box]], settings.plateau_percentile))
-    if plateau <= 0:
+    if plateau < settings.min_plateau_hu:
         return outer.copy(), inner.copy()
 
     # 1. periosteal surface at half maximum where the cortex is resolved and thick

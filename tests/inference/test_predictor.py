@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -250,3 +252,22 @@ def test_sparse_windows_default_matches_every_window_with_fewer_network_calls(tm
     assert torch.allclose(maps["sparse"][:, bone], maps["all"][:, bone], atol=1e-6)
     with pytest.raises(ValueError, match="windows"):
         Predictor(loaded, InferenceSettings(windows="some")).probabilities(pre)  # type: ignore[arg-type]
+
+
+def test_refinement_is_on_by_default_recorded_and_can_be_switched_off(tmp_path):
+    image, hu = phantom()
+    p, e = band_checkpoints(tmp_path)
+    refined = segment(image, periosteal=[p], endosteal=[e], tta="none", precision="fp32")
+    plain = segment(image, periosteal=[p], endosteal=[e], tta="none", precision="fp32", refinement=None)
+    assert refined.report["settings"]["refinement"]["resolved"] == 0.9
+    assert plain.report["settings"]["refinement"] is None
+    bone = hu > 0
+    errors = [int(((sitk.GetArrayFromImage(r.label) >= 1) != bone).sum()) for r in (refined, plain)]
+    assert errors[0] <= errors[1]   # on a sharp edge, half maximum is the bone's own boundary
+
+    from femurseg.inference.command import main
+    sitk.WriteImage(image, str(tmp_path / "scan.nii.gz"))
+    assert main(["--periosteal", str(p), "--endosteal", str(e), "--input", str(tmp_path / "scan.nii.gz"),
+                 "--output", str(tmp_path / "out"), "--tta", "none", "--no-qc", "--refine", "none"]) == 0
+    report = json.loads((tmp_path / "out" / "scan" / "report.json").read_text())
+    assert report["settings"]["refinement"] is None
