@@ -152,7 +152,7 @@ def refine_contours(
     cortex = outer & ~inner
     if not cortex.any():
         return outer.copy(), inner.copy()
-    box = _box(outer, margin=6)
+    box = _box(outer, margin=6)  # the widest reach below: 1 (band) + 4 (soft-tissue window) voxels
     hu_box = np.asarray(hu[box], dtype=np.float32)
     outer_box, inner_box = outer[box].copy(), inner[box].copy()
     plateau = float(np.percentile(hu_box[cortex[box]], settings.plateau_percentile))
@@ -168,9 +168,9 @@ def refine_contours(
         depth = ndimage.distance_transform_edt(~inner_box, sampling=tuple(spacing)[::-1])
     else:
         depth = np.full(inner_box.shape, np.inf)
-    snap = band & np.isfinite(soft) & (peak >= settings.resolved * plateau) & (depth >= settings.min_thickness_mm)
+    resolved = band & np.isfinite(soft) & (peak >= settings.resolved * plateau) & (depth >= settings.min_thickness_mm)
     refined_outer = outer_box.copy()
-    refined_outer[snap] = hu_box[snap] > 0.5 * (peak[snap] + soft[snap])
+    refined_outer[resolved] = hu_box[resolved] > 0.5 * (peak[resolved] + soft[resolved])
 
     # 2. endosteal surface one voxel inside where the cortex is thinner than a voxel
     refined_inner = inner_box & refined_outer
