@@ -12,7 +12,11 @@ ones, a 1 % bias of a contour becomes about 4 % of cortical volume.
 volume error over labelled scans is zero, the way nnU-Net decides its postprocessing
 on cross-validation predictions. Fit on the split's training and validation subjects,
 never on its test subjects, and apply with ``femurseg segment --thresholds FILE``.
-Only the mean bias is removed; the scatter between subjects stays.
+Only the mean bias is removed; the scatter between subjects stays. Thresholds act on the
+networks' probabilities, before ``segment``'s partial-volume refinement
+(:mod:`femurseg.inference.refine`), and the errors a fit reports are those of the thresholded
+probabilities; fit them for ``--refine none`` runs, or check the refined volumes with
+``femurseg evaluate``.
 
 The volume at a threshold ``t`` is counted inside the femur the default pipeline
 finds (its periosteal mask dilated by two voxels), so that the calibration rods and
