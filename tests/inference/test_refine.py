@@ -98,3 +98,14 @@ def test_nothing_changes_without_a_cortex_and_bad_input_is_refused():
     with pytest.raises(ValueError, match="min_thickness_mm"):
         Refinement(min_thickness_mm=-1)
     assert Refinement().to_dict()["resolved"] == 0.9
+
+
+def test_minimum_thickness_is_in_millimetres():
+    # the same 4-voxel cortex drawn one voxel small: 4 mm at 1 mm voxels is refined,
+    # 2 mm at 0.5 mm voxels is below min_thickness_mm (2.5) and is left to the network
+    hu, outer, inner = render(outer_mm=12.3, inner_mm=8.3)
+    drawn = ndimage.binary_erosion(outer, CROSS, border_value=1)
+    at_1mm, _ = refine_contours(hu, drawn, inner, (1.0, 1.0, 1.0))
+    at_half_mm, _ = refine_contours(hu, drawn, inner, (0.5, 0.5, 0.5))
+    assert (at_1mm != outer).sum() < 0.01 * outer.sum()
+    assert (at_half_mm == drawn).all()
