@@ -36,7 +36,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Postprocessing", "postprocess", "decode_probabilities", "largest_components", "shell_structure"]
+__all__ = ["Postprocessing", "postprocess", "decode_probabilities", "largest_components", "shell_structure",
+           "bounding_box"]
 
 Decoding = Literal["threshold", "argmax"]
 
@@ -177,7 +178,7 @@ def postprocess(
     if not periosteal.any():
         return label
     structure = shell_structure(spacing, settings.min_cortex_mm)
-    box = _bounding_box(periosteal, margin=max(structure.shape) // 2 + 1)
+    box = bounding_box(periosteal, margin=max(structure.shape) // 2 + 1)
     outer = periosteal[box].astype(bool)
     inner = endosteal[box].astype(bool) & outer
 
@@ -212,7 +213,8 @@ def _main_inner_component(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
     return np.isin(parts, keep)
 
 
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Slices of the bounding box of a non-empty ``mask``, grown by ``margin`` voxels and clipped to the array."""
     box = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)

@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from femurseg.inference.postprocess import bounding_box
+
 __all__ = ["Refinement", "refine_contours"]
 
 _CROSS = ndimage.generate_binary_structure(3, 1)
@@ -152,7 +154,7 @@ def refine_contours(
     cortex = outer & ~inner
     if not cortex.any():
         return outer.copy(), inner.copy()
-    box = _box(outer, margin=6)  # the widest reach below: 1 (band) + 4 (soft-tissue window) voxels
+    box = bounding_box(outer, margin=6)  # the widest reach below: 1 (band) + 4 (soft-tissue window) voxels
     hu_box = np.asarray(hu[box], dtype=np.float32)
     outer_box, inner_box = outer[box].copy(), inner[box].copy()
     plateau = float(np.percentile(hu_box[cortex[box]], settings.plateau_percentile))
@@ -184,9 +186,3 @@ def refine_contours(
     out_outer[box], out_inner[box] = refined_outer, refined_inner
     return out_outer, out_inner
 
-
-def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Bounding box of ``mask`` grown by ``margin`` voxels, clipped to the array."""
-    coords = np.nonzero(mask)
-    return tuple(slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n))
-                 for c, n in zip(coords, mask.shape))
