@@ -181,13 +181,13 @@ def femur_like_scan(shape_zyx: tuple[int, int, int], path: Path) -> None:
     sitk.WriteImage(image, str(path))
 
 
-def _memory_worker(scan: str, periosteal: str, endosteal: str, refine: str = "partial-volume") -> None:
+def _memory_worker(scan: str, periosteal: str, endosteal: str, refine: str = "half-maximum") -> None:
     from femurseg.data.io import read_image
     from femurseg.inference.checkpoints import load_checkpoints
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.inference.refine import Refinement
 
-    settings = InferenceSettings(tta="none", refinement=Refinement() if refine == "partial-volume" else None)
+    settings = InferenceSettings(tta="none", refinement=Refinement() if refine == "half-maximum" else None)
     predictor = Predictor(load_checkpoints(periosteal=[periosteal], endosteal=[endosteal]), settings)
     image = read_image(scan)
     start = time.perf_counter()
@@ -199,7 +199,7 @@ def _memory_worker(scan: str, periosteal: str, endosteal: str, refine: str = "pa
 
 
 def memory(checkpoint: Path, folder: Path, sizes: list[tuple[int, int, int]],
-           refine: str = "partial-volume") -> list[dict[str, object]]:
+           refine: str = "half-maximum") -> list[dict[str, object]]:
     periosteal = _relabelled(checkpoint, "periosteal", folder)
     endosteal = _relabelled(checkpoint, "endosteal", folder)
     rows = []

@@ -111,14 +111,14 @@ def main() -> None:
     parser.add_argument("--slices", type=Path, default=Path("../shared/realct/slices"))
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--slice-mm", type=float, default=2.0)
-    parser.add_argument("--refine", choices=("partial-volume", "none"), default="partial-volume",
+    parser.add_argument("--refine", choices=("half-maximum", "none"), default="half-maximum",
                         help="contour refinement, as `femurseg segment --refine`")
     parser.add_argument("--figure", type=Path)
     parser.add_argument("--note", default="", help="what the models are, for the Markdown section")
     parser.add_argument("--append", type=Path, help="replace or add this section in a Markdown file")
     args = parser.parse_args()
     rows = evaluate(args.periosteal, args.endosteal, args.slices, args.depth, args.slice_mm,
-                    refine=args.refine == "partial-volume")
+                    refine=args.refine == "half-maximum")
     for row in rows:
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}))
     if args.figure:

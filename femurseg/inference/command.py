@@ -67,10 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--thresholds", nargs="+", metavar="FILE|P E",
                       help="decoding thresholds: a file from `femurseg thresholds` (fitted for these checkpoints) "
                            "or two probabilities for the periosteal and endosteal maps (default 0.5 0.5)")
-    post.add_argument("--refine", choices=("partial-volume", "none"), default="partial-volume",
-                      help="refine the contours with the scan's intensities: half maximum where the cortex is "
-                           "resolved, a one-voxel cortex where it is thinner than a voxel (default), or keep the "
-                           "networks' contours ('none'); see docs/inference.md")
+    post.add_argument("--refine", choices=("half-maximum", "none"), default="half-maximum",
+                      help="refine the contours with the scan's intensities: both surfaces at half maximum between "
+                           "the cortical plateau and the neighbouring tissue (default), or keep the networks' "
+                           "contours ('none'); see docs/inference.md")
     post.add_argument("--calibration", type=float, nargs=2, metavar=("SLOPE", "INTERCEPT"),
                       help="HU to K2HPO4 mg/cm³ line for vBMD and BMC")
     post.add_argument("--save-probabilities", action="store_true", help="write probabilities.nii.gz")
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_probabilities=args.save_probabilities,
             postprocessing=Postprocessing(bilateral=args.bilateral, min_cortex_mm=args.min_cortex_mm,
                                           fill_holes=not args.no_fill_holes, thresholds=thresholds),
-            refinement=Refinement() if args.refine == "partial-volume" else None,
+            refinement=Refinement() if args.refine == "half-maximum" else None,
             calibration=Calibration(*args.calibration) if args.calibration else None,
         )
         predictor = Predictor(checkpoints, settings)

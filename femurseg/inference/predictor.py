@@ -14,8 +14,9 @@ a :class:`SegmentationResult`:
 4. they are decoded (thresholds for binary models, argmax for a 3-class model) and
    postprocessed (:mod:`~femurseg.inference.postprocess`) into the 0/1/2 map;
 5. the two contours are refined with the scan's intensities on its own grid
-   (:mod:`~femurseg.inference.refine`: half maximum where the cortex is resolved, a
-   one-voxel cortex where it is thinner than a voxel) and postprocessed again;
+   (:mod:`~femurseg.inference.refine`: periosteal and endosteal surfaces at half
+   maximum between the cortical plateau and the neighbouring tissue) and
+   postprocessed again;
 6. volumes, mean HU (and calibrated densities), contours and, optionally, the
    ensemble's disagreement are computed.
 
@@ -111,7 +112,7 @@ class InferenceSettings:
     postprocessing
         See :class:`~femurseg.inference.postprocess.Postprocessing`.
     refinement
-        Partial-volume refinement of the contours on the scan's grid (see
+        Half-maximum refinement of the contours on the scan's grid (see
         :class:`~femurseg.inference.refine.Refinement`); ``None`` keeps the networks'
         contours as decoded.
     calibration

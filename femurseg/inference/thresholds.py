@@ -13,7 +13,7 @@ volume error over labelled scans is zero, the way nnU-Net decides its postproces
 on cross-validation predictions. Fit on the split's training and validation subjects,
 never on its test subjects, and apply with ``femurseg segment --thresholds FILE``.
 Only the mean bias is removed; the scatter between subjects stays. Thresholds act on the
-networks' probabilities, before ``segment``'s partial-volume refinement
+networks' probabilities, before ``segment``'s half-maximum refinement
 (:mod:`femurseg.inference.refine`), and the errors a fit reports are those of the thresholded
 probabilities; fit them for ``--refine none`` runs, or check the refined volumes with
 ``femurseg evaluate``.

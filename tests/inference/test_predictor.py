@@ -259,7 +259,7 @@ def test_refinement_is_on_by_default_recorded_and_can_be_switched_off(tmp_path):
     p, e = band_checkpoints(tmp_path)
     refined = segment(image, periosteal=[p], endosteal=[e], tta="none", precision="fp32")
     plain = segment(image, periosteal=[p], endosteal=[e], tta="none", precision="fp32", refinement=None)
-    assert refined.report["settings"]["refinement"]["resolved"] == 0.9
+    assert refined.report["settings"]["refinement"]["min_peak"] == 0.5
     assert plain.report["settings"]["refinement"] is None
     bone = hu > 0
     errors = [int(((sitk.GetArrayFromImage(r.label) >= 1) != bone).sum()) for r in (refined, plain)]
