@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from scipy import ndimage
 
 from femurseg.inference.postprocess import postprocess
@@ -122,6 +123,22 @@ def test_a_scan_without_a_resolved_cortex_is_left_alone():
     assert (refined_outer == outer).all() and (refined_inner == drawn_inner).all()
 
 
+def test_scans_coarser_than_the_cortex_are_left_alone():
+    # a 3.5 mm phantom: its shaft cortex spans one or two voxels and never reaches the plateau
+    from femurseg.data.synthetic import generate_subject
+    case = generate_subject(3, "tiny")
+    hu = sitk.GetArrayFromImage(case.image).astype(np.float32)
+    label = sitk.GetArrayFromImage(case.label)
+    spacing = case.image.GetSpacing()
+    assert min(spacing[:2]) > 2.5
+    outer, inner = refine_contours(hu, label >= 1, label == 2, spacing)
+    assert (outer == (label >= 1)).all() and (inner == (label == 2)).all()
+    # the same masks with the guard lifted show why it is there: the cortex would grow by > 10 %
+    forced = postprocess(*refine_contours(hu, label >= 1, label == 2, spacing,
+                                          Refinement(max_inplane_spacing_mm=10.0)), spacing)
+    assert (forced == 1).sum() > 1.1 * (label == 1).sum()
+
+
 def test_nothing_changes_without_a_cortex_and_bad_input_is_refused():
     hu, outer, _ = render(outer_mm=12.3, inner_mm=8.3)
     empty = np.zeros_like(outer)
@@ -136,6 +153,8 @@ def test_nothing_changes_without_a_cortex_and_bad_input_is_refused():
         Refinement(min_peak=1.5)
     with pytest.raises(ValueError, match="endosteal_passes"):
         Refinement(endosteal_passes=-1)
+    with pytest.raises(ValueError, match="max_inplane_spacing_mm"):
+        Refinement(max_inplane_spacing_mm=0)
     assert Refinement().to_dict() == {"min_peak": 0.5, "other_bone_margin": 3, "endosteal_passes": 2,
                                       "soft_tissue_max_hu": 200.0, "plateau_percentile": 95.0,
-                                      "min_plateau_hu": 700.0}
+                                      "min_plateau_hu": 700.0, "max_inplane_spacing_mm": 2.5}
