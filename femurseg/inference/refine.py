@@ -28,7 +28,9 @@ value is above that midpoint. :func:`refine_contours` moves both surfaces there:
    ``endosteal_passes`` times, so it can move up to that many voxels. It stays inside
    the periosteal mask eroded by one voxel.
 
-Everything else is left to the networks. The masks are re-nested by
+Everything else is left to the networks, and so is a whole scan without a cortical
+plateau (below ``min_plateau_hu``) or with voxels coarser than ``max_inplane_spacing_mm``
+in-plane (see :class:`Refinement`). The masks are re-nested by
 :func:`~femurseg.inference.postprocess.postprocess` afterwards (which also keeps the
 minimum cortical shell). Arrays are ``(z, y, x)`` with the spacing given as
 ``(x, y, z)`` mm, as in :mod:`femurseg.inference.postprocess`.
@@ -93,8 +95,8 @@ class Refinement:
         Scans with coarser voxels along either in-plane axis (the first two of the
         spacing) are left as they are: a 4-7 mm shaft cortex then spans only one or two
         voxels, none of which reaches the cortical plateau, and a plateau read from them
-        is too low (measured on 3.5-4 mm phantoms: from the true masks the rule moved
-        cortical volume by +23 %; from them on the 1.7-2.0 mm quick preset by -1.7 %).
+        is too low (run on the phantoms' true masks, the rule moved cortical volume by
+        +23 % on 3.5-4 mm phantoms and by -1.7 % on the 1.7-2.0 mm quick preset).
     """
 
     min_peak: float = 0.5
