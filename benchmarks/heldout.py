@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from markdown_section import replace_section  # benchmarks/ is on sys.path when run as a script
 
 SECTION = "## Held-out phantoms (benchmarks/heldout.py)"
 TARGETS = {"periosteal": "periosteal", "endosteal": "trabecular", "cortical": "cortical"}
@@ -101,10 +102,7 @@ def main() -> None:
     text = markdown(summaries, note)
     print(text)
     if args.append:
-        old = args.append.read_text() if args.append.exists() else "# Benchmarks\n"
-        pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
-        new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-        args.append.write_text(new)
+        replace_section(args.append, SECTION, text)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import copy
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -40,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+
+from markdown_section import replace_section  # benchmarks/ is on sys.path when run as a script
 
 SKIP_HU = 300.0  # the opt-in --skip-below-hu value timed as a third variant
 SECTION = "## Inference (benchmarks/inference.py, issue 6)"
@@ -242,13 +243,6 @@ def _markdown(machine: str, weights: str, result: dict[str, object], rows: list[
     return "\n".join(lines) + "\n"
 
 
-def _append(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--memory-worker":
         _memory_worker(*sys.argv[2:6])
@@ -274,7 +268,7 @@ def main() -> None:
     text = _markdown(machine, weights, result, rows)
     print(text)
     if args.append:
-        _append(args.append, text)
+        replace_section(args.append, SECTION, text)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
 import statistics
 import tempfile
@@ -42,6 +41,8 @@ from femurseg.data.cache import SubjectCache
 from femurseg.data.manifest import ManifestRecord, read_manifest
 from femurseg.data.preprocess import Preprocessing
 from femurseg.data.sampling import ClassBalancedSampler
+
+from markdown_section import replace_section  # benchmarks/ is on sys.path when run as a script
 
 GRID = (512, 512, 250)
 IN_PLANE_MM = 0.7
@@ -199,11 +200,7 @@ def main() -> None:
         ])
         print(table)
         if args.append is not None:  # replace this section, or add it
-            old = args.append.read_text() if args.append.exists() else "# Benchmarks\n"
-            title = table.splitlines()[0]
-            pattern = re.compile(re.escape(title) + r".*?(?=^## |\Z)", re.S | re.M)
-            new = pattern.sub(lambda _: table + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + table
-            args.append.write_text(new)
+            replace_section(args.append, table.splitlines()[0], table)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -36,6 +35,8 @@ import scipy
 from scipy import ndimage
 
 from femurseg.metrics import evaluate_label_maps, surface_metrics
+
+from markdown_section import replace_section  # benchmarks/ is on sys.path when run as a script
 
 SHAPE = (300, 512, 512)  # (z, y, x)
 SPACING = (1.0, 0.7, 0.7)  # mm, array order
@@ -137,16 +138,6 @@ def run(runs: int, monai_runs: int) -> str:
     ])
 
 
-def append_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section in ``path`` (or add it at the end); keep the others."""
-    old = path.read_text() if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -156,7 +147,7 @@ def main() -> None:
     text = run(args.runs, args.monai_runs)
     print(text)
     if args.append is not None:
-        append_section(args.append, text)
+        replace_section(args.append, SECTION, text)
 
 
 if __name__ == "__main__":

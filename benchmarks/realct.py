@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from markdown_section import replace_section  # benchmarks/ is on sys.path when run as a script
 
 SECTION = "## Real CT slices (benchmarks/realct.py)"
 
@@ -126,10 +127,7 @@ def main() -> None:
     text = markdown(rows, args.note, args.figure)
     print(text)
     if args.append:
-        old = args.append.read_text() if args.append.exists() else "# Benchmarks\n"
-        pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
-        new = pattern.sub(text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-        args.append.write_text(new)
+        replace_section(args.append, SECTION, text)
 
 
 if __name__ == "__main__":
