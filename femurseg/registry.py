@@ -117,6 +117,22 @@ class Registry(Generic[T]):
         """
         if "." in name:
             return import_from_path(name)
+        return self.get_registered(name)
+
+    def get_registered(self, name: str) -> T:
+        """Return the constructor registered as ``name``, never importing a dotted path.
+
+        Use this for names read from files (checkpoints, configs stored inside them):
+        only built-ins and installed entry-point plugins can be reached, so a crafted
+        file cannot make femurseg import or run arbitrary code (``net = "os.system"``).
+
+        Raises
+        ------
+        KeyError
+            If the name is not registered (a dotted path is never imported).
+        """
+        if not isinstance(name, str):
+            raise KeyError(f"{self.kind} name must be a string, got {type(name).__name__}")
         self._load_plugins()
         if name not in self._items:
             names = sorted(self._items)
@@ -148,6 +164,11 @@ class Registry(Generic[T]):
             raise TypeError(f"{self.kind} {name!r} cannot be built with {sorted(kwargs)}: {error}. "
                             f"It takes: {', '.join(taken) or 'no keyword arguments'}") from None
         return item(**kwargs)
+
+    def create_registered(self, name: str, /, **kwargs: Any) -> Any:
+        """:meth:`create` for names read from files: registered names only (see :meth:`get_registered`)."""
+        self.get_registered(name)
+        return self.create(name, **kwargs)
 
     def names(self) -> list[str]:
         """Sorted registered names, plugins included."""

@@ -169,11 +169,45 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
         raise CheckpointError(f"checkpoint {path}: invalid metadata ({error})") from error
     if len(patch) != 3:
         raise CheckpointError(f"checkpoint {path}: patch_size {meta['patch_size']} is not three ints")
+    _check_registered_net(path, meta.get("net"), meta.get("net_kwargs"))
     return CheckpointInfo(
         path=str(path), target=target, net=str(meta["net"]), net_kwargs=dict(meta.get("net_kwargs") or {}),
         preprocessing=preprocessing, patch_size=patch, state_dict=state, sha256=_sha256(path),  # type: ignore[arg-type]
         mirror_axes=_mirror_axes(meta, checkpoint),
     )
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _is_plain(value: Any) -> bool:
+    """Plain data only: numbers, strings, booleans, None and lists/tuples/dicts of them."""
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _check_registered_net(path: Path, net: Any, net_kwargs: Any) -> None:
+    """Refuse a checkpoint whose net is not a registered name, or whose arguments are not plain data.
+
+    A checkpoint is data from someone else: its ``net`` entry must name a built-in or
+    installed plugin network, never a dotted import path (``os.system`` would run a
+    command), so that loading a checkpoint can never import or run code.
+    """
+    from femurseg.models import NETS  # the registry is filled on import
+
+    if not isinstance(net, str) or "." in net or net not in NETS:
+        raise CheckpointError(
+            f"checkpoint {path}: net {net!r} is not a registered network; a checkpoint may only name a registered "
+            f"net ({', '.join(NETS.names())}) so that loading it never imports code. Register a custom net as an "
+            "entry-point plugin (group 'femurseg.nets', docs/plugins.md) to segment with it"
+        )
+    if net_kwargs is not None and not (isinstance(net_kwargs, dict) and _is_plain(net_kwargs)):
+        raise CheckpointError(f"checkpoint {path}: net_kwargs must be plain data (numbers, strings, lists)")
 
 
 def _mirror_axes(meta: dict[str, Any], checkpoint: dict[str, Any]) -> str | None:
@@ -205,7 +239,7 @@ def build_net(info: CheckpointInfo) -> nn.Module:
 
     kwargs = {**info.net_kwargs, "deep_supervision": False} if "deep_supervision" in info.net_kwargs else info.net_kwargs
     try:
-        net = NETS.create(info.net, **kwargs)
+        net = NETS.create_registered(info.net, **kwargs)
     except (KeyError, ImportError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {info.path}: cannot build net {info.net!r}: {error}") from error
     missing, unexpected = net.load_state_dict(info.state_dict, strict=False)

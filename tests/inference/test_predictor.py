@@ -271,3 +271,28 @@ def test_refinement_is_on_by_default_recorded_and_can_be_switched_off(tmp_path):
                  "--output", str(tmp_path / "out"), "--tta", "none", "--no-qc", "--refine", "none"]) == 0
     report = json.loads((tmp_path / "out" / "scan" / "report.json").read_text())
     assert report["settings"]["refinement"] is None
+
+
+@pytest.mark.parametrize("net", ["os.system", "subprocess.run", "builtins.eval", "femurseg.models.nets.unet3d.UNet3d"])
+def test_a_checkpoint_naming_a_dotted_path_is_refused_without_running_it(tmp_path, net):
+    """Checkpoints are data: a dotted ``net`` (``os.system`` + ``command``) must never be imported or called."""
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.ckpt"
+    good = save_checkpoint(tmp_path / "good.ckpt", "periosteal")
+    payload = torch.load(good, weights_only=True)
+    payload["femurseg"]["net"] = net
+    payload["femurseg"]["net_kwargs"] = {"command": f"touch {marker}"}
+    torch.save(payload, crafted)
+    with pytest.raises(CheckpointError, match="not a registered network"):
+        read_checkpoint(crafted)
+    with pytest.raises(CheckpointError, match="not a registered network"):
+        segment(phantom()[0], checkpoints=[crafted, crafted])
+    assert not marker.exists()
+
+
+def test_registry_lookup_for_file_names_never_imports():
+    with pytest.raises(KeyError, match="unknown net"):
+        NETS.get_registered("os.system")
+    with pytest.raises(KeyError):
+        NETS.create_registered("os.system", command="true")
+    assert NETS.get_registered("unet3d") is NETS.get("unet3d")
