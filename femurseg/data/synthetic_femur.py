@@ -192,6 +192,11 @@ class FemurGeometry:
         lt = ellipsoid(q, self.lt_centre, (p.lesser_trochanter_size, p.lesser_trochanter_size, 12.0), frame)
         crest = round_cone(q, self.gt_centre + 8.0 * self.posterior + 6.0 * self.shaft_dir,
                            self.lt_centre - 2.0 * self.posterior, 6.0, 4.5)
+        # The shaft continues to mid-thigh (a femur is 400-480 mm long): thigh-level fields of view
+        # need it; above 150 mm below the junction the union leaves the proximal shape unchanged.
+        distal = round_cone(q, self.junction + 240.0 * self.shaft_dir, self.junction + 420.0 * self.shaft_dir,
+                            s * 0.93, s * 0.9)
+        shaft = smooth_union(shaft, distal, 8.0)
         d = smooth_union(shaft, mass, 18.0)
         d = smooth_union(d, gt, 10.0)
         d = smooth_union(d, crest, 6.0)

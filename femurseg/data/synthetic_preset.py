@@ -31,6 +31,13 @@ class SynthPreset:
         that the cortex is at least one voxel thick on average.
     noise
         Range of the noise standard deviation in HU.
+    shaft_below
+        Range ``(low, high)`` in mm of how far below the lesser trochanter a hip
+        field of view ends (uniform).
+    thigh_only
+        Probability that a scan is a thigh-level field of view instead of a hip
+        one: 90-160 mm of the shaft in its muscles, from just below the lesser
+        trochanter to mid-thigh (as in the thigh slices of real CT cohorts).
 
     Examples
     --------
@@ -44,6 +51,8 @@ class SynthPreset:
     field: Literal["hip", "scan"]
     min_cortex_voxels: float
     noise: tuple[float, float]
+    shaft_below: tuple[float, float] = (35.0, 50.0)
+    thigh_only: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.inplane
@@ -55,6 +64,10 @@ class SynthPreset:
             raise ValueError(f"preset {self.name!r}: field must be 'hip' or 'scan', not {self.field!r}")
         if self.noise[0] < 0 or self.noise[0] > self.noise[1]:
             raise ValueError(f"preset {self.name!r}: noise range {self.noise} is invalid")
+        if not 0.0 <= self.shaft_below[0] <= self.shaft_below[1] <= 300.0:
+            raise ValueError(f"preset {self.name!r}: shaft_below {self.shaft_below} is not 0 <= low <= high <= 300")
+        if not 0.0 <= self.thigh_only <= 1.0:
+            raise ValueError(f"preset {self.name!r}: thigh_only {self.thigh_only} is not a probability")
 
 
 PRESETS: dict[str, SynthPreset] = {
@@ -64,5 +77,10 @@ PRESETS: dict[str, SynthPreset] = {
                          min_cortex_voxels=1.0, noise=(10.0, 30.0)),
     "full": SynthPreset("full", inplane=(0.6, 1.0), slices=(0.625, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0),
                         field="scan", min_cortex_voxels=0.0, noise=(10.0, 40.0)),
+    # Sim-to-real training data of the bundled default model (docs/model_card.md): anatomical
+    # (partial-volume) cortex rendered at 0.9-1.3 mm, shafts to mid-thigh and thigh-only scans.
+    "transfer": SynthPreset("transfer", inplane=(0.9, 1.3), slices=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0), field="scan",
+                            min_cortex_voxels=0.0, noise=(8.0, 45.0), shaft_below=(40.0, 200.0), thigh_only=0.35),
 }
-"""Named presets: ``tiny`` for unit tests, ``quick`` for CPU training, ``full`` clinical."""
+"""Named presets: ``tiny`` for unit tests, ``quick`` for CPU training, ``full`` clinical,
+``transfer`` for the default model (hip and thigh fields of view)."""

@@ -97,10 +97,17 @@ def _field(params: SubjectParams, femur: FemurGeometry, preset: SynthPreset) -> 
     else:
         skin_x = b.half_width - pe.midline_offset
         table = b.posterior + params.phantom.thickness + params.phantom.table_gap + params.phantom.table_thickness
+        below_lo, below_hi = preset.shaft_below
         low = [-(pe.midline_offset - 10.0 - 20.0 * m[2]), -min(b.anterior + 8.0, 80.0 + 25.0 * m[4]),
-               lt_z - 35.0 - 15.0 * m[1]]
+               lt_z - below_lo - (below_hi - below_lo) * m[1]]
         high = [max(skin_x, gt_x + 20.0) + 8.0 + 15.0 * m[3], table + 6.0 + 6.0 * m[5],
                 r + pe.joint_space + pe.cup_wall + 15.0 + 15.0 * m[0]]
+        if preset.thigh_only > 0.0:
+            # its own stream, so presets without thigh scans keep their bytes
+            extra = np.random.default_rng([params.seed, 3])
+            if extra.random() < preset.thigh_only:
+                top = lt_z - float(extra.uniform(-10.0, 220.0))
+                low[2], high[2] = top - float(extra.uniform(90.0, 160.0)), top
     return np.asarray(low), np.asarray(high)
 
 
