@@ -15,7 +15,9 @@ It adds to the stock LightningCLI:
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from femurseg.data.datamodule import FemurDataModule
 from femurseg.models.module import SegmentationModule
 
-__all__ = ["FemursegCLI", "WandbSummaries", "run_folder", "make_loggers"]
+__all__ = ["FemursegCLI", "WandbSummaries", "TimeCapReport", "run_folder", "make_loggers"]
+
+log = logging.getLogger(__name__)
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -71,6 +75,29 @@ class WandbSummaries(Callback):
                     logger.experiment.define_metric(name, summary="max")
 
 
+class TimeCapReport(Callback):
+    """Say loudly when ``trainer.max_time`` stopped training before its planned steps or epochs.
+
+    A time cap must never silently change what is trained: the warning goes to the log
+    and to stderr, and every checkpoint records ``femurseg.training.stopped_by_time_cap``
+    (:func:`femurseg.models.module.training_record`), which ``segment`` repeats.
+    """
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        from femurseg.models.module import training_record
+
+        record = training_record(trainer)
+        if record["stopped_by_time_cap"] and trainer.is_global_zero:
+            planned = (f"{record['max_steps']} steps" if record["max_steps"] > 0
+                       else f"{record['max_epochs']} epochs")
+            message = (f"TRAINING STOPPED BY THE TIME CAP (trainer.max_time) after {record['global_step']} steps / "
+                       f"epoch {record['epoch']}, before the planned {planned}: the checkpoints are NOT the "
+                       "configured training. Raise or remove --trainer.max_time to train it fully.")
+            banner = "!" * 100
+            log.warning("\n%s\n%s\n%s", banner, message, banner)
+            print(f"\n{banner}\n{message}\n{banner}", file=sys.stderr, flush=True)
+
+
 class FemursegCLI(LightningCLI):
     """LightningCLI with femurseg's run folders, loggers and linked arguments."""
 
@@ -113,5 +140,6 @@ class FemursegCLI(LightningCLI):
             )
         if kwargs.get("logger") or trainer_config.get("logger"):
             callbacks += [LearningRateMonitor(logging_interval="epoch"), WandbSummaries()]
+        callbacks.append(TimeCapReport())
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)

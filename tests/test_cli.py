@@ -153,3 +153,20 @@ def test_ddp_two_ranks_train_on_different_subjects(tiny_cohort: Path, tmp_path: 
     assert rank0 and rank1 and not rank0 & rank1
     assert rank0 | rank1 == set(splits["folds"][0]["train"])
     assert (tmp_path / "runs" / "tiny" / "fold_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_time_cap_that_cuts_training_short_is_reported_and_recorded(tiny_cohort: Path, tmp_path: Path, capsys):
+    """max_time must never silently change what is trained: loud on stderr, recorded in the checkpoint."""
+    args = tiny_fit_args(tiny_cohort, tmp_path, "--wandb", "disabled", "--trainer.max_epochs", "500",
+                         "--trainer.max_time", "00:00:00:03", "--trainer.check_val_every_n_epoch", "1000")
+    assert main(["fit", *args]) == 0
+    assert "TRAINING STOPPED BY THE TIME CAP" in capsys.readouterr().err
+    meta = torch.load(tmp_path / "tiny" / "fold_0" / "checkpoints" / "last.ckpt", weights_only=True)["femurseg"]
+    assert meta["training"]["stopped_by_time_cap"] is True
+    assert 0 < meta["training"]["epoch"] < 499
+
+
+def test_a_full_training_records_that_it_was_not_capped(fitted: Path):
+    meta = torch.load(fitted / "fold_0" / "checkpoints" / "last.ckpt", weights_only=True)["femurseg"]
+    assert meta["training"]["stopped_by_time_cap"] is False
+    assert meta["training"]["epoch"] == 2 and meta["training"]["max_epochs"] == 3

@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ from torch import nn
 from femurseg.data.augment import mirror_axes
 from femurseg.data.preprocess import Preprocessing
 from femurseg.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CheckpointInfo", "CheckpointSet", "read_checkpoint", "load_checkpoints", "build_net", "average_weights"]
 
@@ -170,6 +173,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     if len(patch) != 3:
         raise CheckpointError(f"checkpoint {path}: patch_size {meta['patch_size']} is not three ints")
     _check_registered_net(path, meta.get("net"), meta.get("net_kwargs"))
+    training = meta.get("training")
+    if isinstance(training, dict) and training.get("stopped_by_time_cap"):
+        log.warning("checkpoint %s: its training was cut short by a time cap (trainer.max_time) after %s steps; "
+                    "it is not the configured training", path, training.get("global_step"))
     return CheckpointInfo(
         path=str(path), target=target, net=str(meta["net"]), net_kwargs=dict(meta.get("net_kwargs") or {}),
         preprocessing=preprocessing, patch_size=patch, state_dict=state, sha256=_sha256(path),  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpo
 from femurseg.models.registry import LOSSES, NETS
 from femurseg.models.schedules import Schedule, lr_factor
 
-__all__ = ["SegmentationModule", "Target", "TARGET_CLASSES", "make_target", "make_soft_target", "adamw"]
+__all__ = ["training_record", "SegmentationModule", "Target", "TARGET_CLASSES", "make_target", "make_soft_target", "adamw"]
 
 Target = Literal["periosteal", "endosteal", "compartments"]
 TARGET_CLASSES: dict[str, list[str]] = {
@@ -44,6 +44,24 @@ def make_target(label: torch.Tensor, target: str) -> torch.Tensor:
     if target == "compartments":
         return label.long()
     raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGET_CLASSES)}")
+
+
+def training_record(trainer: Any) -> dict[str, Any]:
+    """How far training got, in plain data: steps and epochs done and planned, and whether a
+    ``max_time`` cap stopped it before the planned steps/epochs (``stopped_by_time_cap``)."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    capped = remaining is not None and remaining <= 0
+    steps_left = trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step < trainer.max_steps
+    epochs_left = (trainer.max_epochs is not None and trainer.max_epochs > 0
+                   and trainer.current_epoch + 1 < trainer.max_epochs)
+    return {
+        "global_step": int(trainer.global_step), "max_steps": int(trainer.max_steps or -1),
+        "epoch": int(trainer.current_epoch), "max_epochs": int(trainer.max_epochs or -1),
+        "stopped_by_time_cap": bool(capped and (steps_left or epochs_left)),
+    }
 
 
 def make_soft_target(fractions: torch.Tensor, target: str) -> torch.Tensor:
@@ -337,6 +355,9 @@ class SegmentationModule(pl.LightningModule):
             "ema_decay": self.hparams.ema_decay,
             "mirror_axes": self.mirror_axes,
         }
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None:
+            checkpoint["femurseg"]["training"] = training_record(trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.preprocessing = checkpoint.get("femurseg", {}).get("preprocessing")
