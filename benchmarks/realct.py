@@ -2,8 +2,12 @@
 
 Usage::
 
-    python benchmarks/realct.py --periosteal P.ckpt --endosteal E.ckpt \\
-        --slices ../shared/realct/slices [--figure docs/images/realct_predictions.png] [--append docs/benchmarks.md]
+    python benchmarks/realct.py [--model femur-ct-v1 | --checkpoints C.ckpt | --periosteal P.ckpt --endosteal E.ckpt] \\
+        --slices ../shared/realct/slices [--per-patient N] [--figure docs/images/realct_predictions.png] \\
+        [--append docs/benchmarks.md] [--csv out.csv]
+
+Without checkpoints it scores the bundled default model. ``--per-patient N`` takes N
+evenly spaced slices per patient (a quick development subset); the default is all.
 
 The folder holds single axial slices (``*_ct.nii.gz``, pseudo-HU) with filled femur masks
 (``*_femur.nii.gz``). A 3D network needs depth, so each slice is extruded along z into a
@@ -12,13 +16,20 @@ slice: faithful for the shaft and neck, a caricature of the head). The models se
 volume with ``femurseg.segment`` (no TTA) and the middle slice's periosteal mask is compared
 with the real femur mask: Dice, and the predicted area outside the mask (e.g. pelvis or
 soft tissue called femur) as a fraction of the mask's area. Reported per slice and as
-median / 10th percentile, with a figure of the best, median and worst slices.
+median / 10th percentile, with a figure of the best, median and worst slices, and by
+level. The level of a real slice is not stored; it is estimated from the masks: per
+patient, slices whose femur is a shaft-sized section (< 1100 mm² at 0.7 mm) are
+``shaft``, larger sections above the highest shaft slice are ``hip`` (head, neck,
+trochanters) and below the lowest are ``knee`` (condyles); a patient without a
+shaft-sized slice gives ``unknown``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import time
 import statistics
 from pathlib import Path
 
@@ -43,23 +54,73 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def evaluate(periosteal: str, endosteal: str, slices: Path, depth: int, slice_mm: float,
-             refine: bool = True) -> list[dict[str, object]]:
+SHAFT_MM2 = 1100.0
+
+
+def levels(paths: list[Path]) -> dict[str, str]:
+    """Estimated level (``hip``, ``shaft``, ``knee``, ``unknown``) of each slice, from mask areas and slice order."""
+    by_patient: dict[str, list[tuple[int, str, float]]] = {}
+    for ct_path in paths:
+        name = ct_path.name[: -len("_ct.nii.gz")]
+        patient, index = name.split("_s")
+        mask = sitk.ReadImage(str(ct_path.with_name(ct_path.name.replace("_ct.", "_femur."))))
+        area = float((sitk.GetArrayViewFromImage(mask) > 0).sum()) * float(np.prod(mask.GetSpacing()[:2]))
+        by_patient.setdefault(patient, []).append((int(index), name, area))
+    out = {}
+    for rows in by_patient.values():
+        shaft = [i for i, _, a in rows if a < SHAFT_MM2]
+        for i, name, area in rows:
+            if area < SHAFT_MM2:
+                out[name] = "shaft"
+            elif not shaft:
+                out[name] = "unknown"
+            else:
+                out[name] = "hip" if i > max(shaft) else "knee" if i < min(shaft) else "shaft"
+    return out
+
+
+def select(slices: Path, per_patient: int | None) -> list[Path]:
+    """All slices, or ``per_patient`` evenly spaced ones of each patient."""
+    paths = sorted(slices.glob("*_ct.nii.gz"))
+    if not per_patient:
+        return paths
+    by_patient: dict[str, list[Path]] = {}
+    for path in paths:
+        by_patient.setdefault(path.name.split("_s")[0], []).append(path)
+    chosen = []
+    for group in by_patient.values():
+        picks = np.unique(np.linspace(0, len(group) - 1, min(per_patient, len(group))).round().astype(int))
+        chosen += [group[i] for i in picks]
+    return chosen
+
+
+def evaluate(periosteal: list[str], endosteal: list[str], slices: Path, depth: int, slice_mm: float,
+             refine: bool = True, checkpoints: list[str] | None = None, model: str | None = None,
+             per_patient: int | None = None) -> list[dict[str, object]]:
     from femurseg.inference.checkpoints import load_checkpoints
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.inference.refine import Refinement
 
     settings = InferenceSettings(tta="none", refinement=Refinement() if refine else None)
-    predictor = Predictor(load_checkpoints(periosteal=[periosteal], endosteal=[endosteal]), settings)
+    if checkpoints or periosteal or endosteal:
+        loaded = load_checkpoints(checkpoints, periosteal, endosteal)
+    else:
+        from femurseg.models.zoo import model_path
+
+        loaded = load_checkpoints([model_path(model)])
+    predictor = Predictor(loaded, settings)
+    paths = select(slices, per_patient)
+    level = levels(paths)
     rows = []
-    for ct_path in sorted(slices.glob("*_ct.nii.gz")):
+    for ct_path in paths:
         mask_path = ct_path.with_name(ct_path.name.replace("_ct.", "_femur."))
         ct = sitk.ReadImage(str(ct_path))
         reference = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path))) > 0
         result = predictor.predict(extruded(ct, depth, slice_mm), ct_path.name[: -len("_ct.nii.gz")])
         label = sitk.GetArrayFromImage(result.label)[depth // 2]
         predicted = label >= 1
-        rows.append({"slice": result.subject_id, "dice": round(dice(predicted, reference), 4),
+        rows.append({"slice": result.subject_id, "level": level[result.subject_id],
+                     "dice": round(dice(predicted, reference), 4),
                      "outside_fraction": round(float((predicted & ~reference).sum()) / max(int(reference.sum()), 1), 4),
                      "trabecular_fraction": round(float((label == 2).sum()) / max(int(predicted.sum()), 1), 3),
                      "_ct": sitk.GetArrayFromImage(ct), "_label": label, "_reference": reference})
@@ -91,15 +152,21 @@ def figure(rows: list[dict[str, object]], path: Path) -> None:
 
 
 def markdown(rows: list[dict[str, object]], note: str, figure_path: Path | None) -> str:
-    scores = sorted(float(r["dice"]) for r in rows)  # type: ignore[arg-type]
-    outside = sorted(float(r["outside_fraction"]) for r in rows)  # type: ignore[arg-type]
-    decile = scores[len(scores) // 10]
     lines = [SECTION, "", note, "",
-             "| slices | median Dice | 10th percentile | worst | Dice ≥ 0.9 | median area outside the mask | "
-             "slices with > 20 % outside |", "|---|---|---|---|---|---|---|",
-             f"| {len(rows)} | {statistics.median(scores):.3f} | {decile:.3f} | {scores[0]:.3f} | "
-             f"{sum(s >= 0.9 for s in scores)} | {statistics.median(outside):.1%} | "
-             f"{sum(o > 0.2 for o in outside)} |", ""]
+             "| slices | level | median Dice | 10th percentile | worst | Dice ≥ 0.9 | median area outside the mask | "
+             "slices with ≤ 20 % outside |", "|---|---|---|---|---|---|---|---|"]
+    groups = [("all", rows)] + [(name, [r for r in rows if r["level"] == name])
+                                for name in ("hip", "shaft", "knee", "unknown")]
+    for name, group in groups:
+        if not group:
+            continue
+        scores = sorted(float(r["dice"]) for r in group)  # type: ignore[arg-type]
+        outside = sorted(float(r["outside_fraction"]) for r in group)  # type: ignore[arg-type]
+        within = sum(o <= 0.2 for o in outside)
+        lines.append(f"| {len(group)} | {name} | {statistics.median(scores):.3f} | {scores[len(scores) // 10]:.3f} | "
+                     f"{scores[0]:.3f} | {sum(s >= 0.9 for s in scores)} | {statistics.median(outside):.1%} | "
+                     f"{within} ({within / len(group):.1%}) |")
+    lines.append("")
     if figure_path is not None:
         lines += [f"![real CT predictions]({Path(figure_path).relative_to('docs') if str(figure_path).startswith('docs') else figure_path})", ""]
     return "\n".join(lines) + "\n"
@@ -107,8 +174,12 @@ def markdown(rows: list[dict[str, object]], note: str, figure_path: Path | None)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--periosteal", required=True)
-    parser.add_argument("--endosteal", required=True)
+    parser.add_argument("--model", default=None, help="bundled model (default when no checkpoint is given)")
+    parser.add_argument("--checkpoints", nargs="+", default=[], help="checkpoints of any target")
+    parser.add_argument("--periosteal", nargs="+", default=[])
+    parser.add_argument("--endosteal", nargs="+", default=[])
+    parser.add_argument("--per-patient", type=int, default=None, help="evenly spaced slices per patient (default all)")
+    parser.add_argument("--csv", type=Path, help="write the per-slice rows here")
     parser.add_argument("--slices", type=Path, default=Path("../shared/realct/slices"))
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--slice-mm", type=float, default=2.0)
@@ -118,10 +189,19 @@ def main() -> None:
     parser.add_argument("--note", default="", help="what the models are, for the Markdown section")
     parser.add_argument("--append", type=Path, help="replace or add this section in a Markdown file")
     args = parser.parse_args()
+    start = time.perf_counter()
     rows = evaluate(args.periosteal, args.endosteal, args.slices, args.depth, args.slice_mm,
-                    refine=args.refine == "half-maximum")
-    for row in rows:
-        print(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}))
+                    refine=args.refine == "half-maximum", checkpoints=args.checkpoints, model=args.model,
+                    per_patient=args.per_patient)
+    plain = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+    for row in plain:
+        print(json.dumps(row))
+    print(f"{len(rows)} slices in {time.perf_counter() - start:.0f} s")
+    if args.csv:
+        with args.csv.open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(plain[0]))
+            writer.writeheader()
+            writer.writerows(plain)
     if args.figure:
         figure(rows, args.figure)
     text = markdown(rows, args.note, args.figure)

@@ -4,6 +4,7 @@ Examples
 --------
 .. code-block:: console
 
+    femurseg segment scan.nii.gz --output out          # the bundled default model
     femurseg segment --periosteal runs/peri/fold_*/checkpoints/best.ckpt \\
                      --endosteal runs/endo/fold_*/checkpoints/best.ckpt \\
                      --input scans/ --output segmentations/ --tta auto
@@ -24,18 +25,25 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``femurseg segment``."""
     parser = argparse.ArgumentParser(
         prog="femurseg segment",
-        description="Segment QCT scans with an ensemble of checkpoints. Writes <output>/<subject>/"
+        description="Segment CT scans with the bundled default model (no checkpoint arguments) or an ensemble of "
+                    "checkpoints. Writes <output>/<subject>/"
                     "{segmentation.nii.gz, contours.json, report.json, qc.png} plus summary.csv and errors.csv. "
                     "Exit code 1 if any scan failed, 2 for invalid arguments or checkpoints.",
     )
-    models = parser.add_argument_group("checkpoints (any target, or one set per contour)")
+    models = parser.add_argument_group("model: a bundled model (default), or checkpoints (any target, or one set "
+                                       "per contour), which override it")
+    models.add_argument("--model", default=None, metavar="NAME",
+                        help="bundled model to use when no checkpoint is given (default: femur-ct-v1; "
+                             "`femurseg models` lists them)")
     models.add_argument("--checkpoints", nargs="+", default=[], metavar="CKPT",
                         help="checkpoints; each is used for the target it was trained on")
     models.add_argument("--periosteal", nargs="+", default=[], metavar="CKPT", help="periosteal (binary) checkpoints")
     models.add_argument("--endosteal", nargs="+", default=[], metavar="CKPT", help="endosteal (binary) checkpoints")
     models.add_argument("--average-weights", action="store_true",
                         help="average each target's fold weights into one network (one pass instead of one per fold)")
-    parser.add_argument("--input", required=True, type=Path, help="a scan, a folder of scans, or a manifest CSV")
+    parser.add_argument("scan", nargs="?", type=Path, default=None, metavar="SCAN_OR_DIR",
+                        help="a scan, a folder of scans, or a manifest CSV (or give it as --input)")
+    parser.add_argument("--input", type=Path, default=None, help="same as SCAN_OR_DIR")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
     window = parser.add_argument_group("ensemble and sliding window")
     window.add_argument("--tta", default="auto",
@@ -61,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="opt-in speed-up: windows whose densest voxel is below HU (e.g. 300) count as "
                              "background without running the networks (default: evaluate every window)")
     post = parser.add_argument_group("postprocessing and outputs")
-    post.add_argument("--bilateral", action="store_true", help="keep one femur per side")
+    post.add_argument("--bilateral", nargs="?", const="yes", default="auto", choices=("auto", "yes", "no"),
+                      help="femora to keep: 'auto' (default) keeps a second femur when one is found on the other "
+                           "side; 'yes' (or the bare flag) always keeps the two largest components; 'no' keeps one")
     post.add_argument("--min-cortex-mm", type=float, default=0.0, help="minimum cortical thickness (0: one voxel)")
     post.add_argument("--no-fill-holes", action="store_true")
     post.add_argument("--thresholds", nargs="+", metavar="FILE|P E",
@@ -92,7 +102,11 @@ def _optional_float(text: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``femurseg segment``; returns 0 on success, 1 if a scan failed, 2 on invalid input."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if (args.scan is None) == (args.input is None):
+        parser.error("give the scans once: as SCAN_OR_DIR or as --input")
+    args.input = args.input or args.scan
     from femurseg.inference.cohort import discover_inputs, run_cohort
     from femurseg.inference.checkpoints import load_checkpoints
     from femurseg.inference.postprocess import Postprocessing
@@ -102,8 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     from femurseg.inference.thresholds import thresholds_option
 
     try:
-        checkpoints = load_checkpoints(args.checkpoints, args.periosteal, args.endosteal,
-                                       average=args.average_weights)
+        if args.checkpoints or args.periosteal or args.endosteal:
+            if args.model:
+                raise ValueError("--model picks a bundled model; it cannot be combined with checkpoints")
+            checkpoints = load_checkpoints(args.checkpoints, args.periosteal, args.endosteal,
+                                           average=args.average_weights)
+        else:
+            from femurseg.models.zoo import model_path
+
+            checkpoints = load_checkpoints([model_path(args.model)])
         thresholds = thresholds_option(args.thresholds, checkpoints) if args.thresholds else (0.5, 0.5)
         settings = InferenceSettings(
             tta=args.tta, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size,
@@ -113,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             average_weights=args.average_weights,
             uncertainty=args.uncertainty, uncertainty_threshold=args.uncertainty_threshold,
             keep_probabilities=args.save_probabilities,
-            postprocessing=Postprocessing(bilateral=args.bilateral, min_cortex_mm=args.min_cortex_mm,
+            postprocessing=Postprocessing(bilateral={"auto": "auto", "yes": True, "no": False}[args.bilateral], min_cortex_mm=args.min_cortex_mm,
                                           fill_holes=not args.no_fill_holes, thresholds=thresholds),
             refinement=Refinement() if args.refine == "half-maximum" else None,
             calibration=Calibration(*args.calibration) if args.calibration else None,

@@ -49,12 +49,20 @@ class Postprocessing:
     Parameters
     ----------
     largest_component
-        Keep only the largest periosteal component (two with ``bilateral``).
+        Keep only the largest periosteal component (two on a bilateral scan).
     bilateral
-        Keep one femur per side: the two largest periosteal components.
+        ``"auto"`` (default): keep the second-largest periosteal component too when it
+        is a second femur, that is when it holds at least ``auto_side_fraction`` of
+        the first's voxels and its centre lies at least ``auto_side_distance_mm``
+        from the first's (the two femora of a hip CT are 150-250 mm apart; a
+        fragment of one femur or a false positive is smaller or closer).
+        ``True``: always keep the two largest components (the second with at least
+        ``min_side_fraction`` of the first's voxels); ``False``: one femur.
     min_side_fraction
-        With ``bilateral``, the second component is kept if it has at least this
+        With ``bilateral=True``, the second component is kept if it has at least this
         fraction of the first's voxels.
+    auto_side_fraction, auto_side_distance_mm
+        The tests of ``bilateral="auto"``.
     fill_holes
         Fill enclosed holes of both masks.
     min_cortex_mm
@@ -67,8 +75,10 @@ class Postprocessing:
     """
 
     largest_component: bool = True
-    bilateral: bool = False
+    bilateral: bool | Literal["auto"] = "auto"
     min_side_fraction: float = 0.2
+    auto_side_fraction: float = 0.35
+    auto_side_distance_mm: float = 90.0
     fill_holes: bool = True
     min_cortex_mm: float = 0.0
     thresholds: tuple[float, float] = (0.5, 0.5)
@@ -77,6 +87,8 @@ class Postprocessing:
         values = tuple(float(t) for t in self.thresholds)
         if len(values) != 2 or not all(0.0 < t < 1.0 for t in values):
             raise ValueError(f"thresholds must be two probabilities in (0, 1), got {self.thresholds}")
+        if self.bilateral not in (True, False, "auto"):
+            raise ValueError(f"bilateral must be True, False or 'auto', got {self.bilateral!r}")
         object.__setattr__(self, "thresholds", values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +148,22 @@ def largest_components(mask: np.ndarray, count: int = 1, min_fraction: float = 0
     return np.isin(labels, keep)
 
 
+def _femora(mask: np.ndarray, spacing: Sequence[float], min_fraction: float, min_distance_mm: float) -> np.ndarray:
+    """The largest component, plus the second when it is a second femur (large enough and far enough away)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return mask.astype(bool, copy=True)
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(sizes)[::-1]
+    keep = [order[0] + 1]
+    if n > 1 and sizes[order[1]] >= min_fraction * sizes[order[0]]:
+        first, second = ndimage.center_of_mass(mask, labels, [order[0] + 1, order[1] + 1])
+        scale = np.asarray(spacing, float)[::-1]  # (z, y, x) mm per voxel
+        if float(np.linalg.norm((np.asarray(first) - np.asarray(second)) * scale)) >= min_distance_mm:
+            keep.append(order[1] + 1)
+    return np.isin(labels, keep)
+
+
 def shell_structure(spacing: Sequence[float], min_cortex_mm: float) -> np.ndarray:
     """Ellipsoidal structuring element ``(z, y, x)`` for a shell of ``min_cortex_mm``.
 
@@ -183,8 +211,11 @@ def postprocess(
     inner = endosteal[box].astype(bool) & outer
 
     if settings.largest_component:
-        count = 2 if settings.bilateral else 1
-        outer = largest_components(outer, count, settings.min_side_fraction if settings.bilateral else 0.0)
+        if settings.bilateral == "auto":
+            outer = _femora(outer, spacing, settings.auto_side_fraction, settings.auto_side_distance_mm)
+        else:
+            count = 2 if settings.bilateral else 1
+            outer = largest_components(outer, count, settings.min_side_fraction if settings.bilateral else 0.0)
     if settings.fill_holes:
         outer = ndimage.binary_fill_holes(outer)
     inner &= outer

@@ -54,7 +54,7 @@ from femurseg.inference.contours import geometry_of, label_contours
 from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess
 from femurseg.inference.refine import Refinement, refine_contours
-from femurseg.inference.report import Calibration, compartment_report
+from femurseg.inference.report import Calibration, compartment_report, side_reports
 from femurseg.sliding import Blend, SparseWindows, sliding_window_inference
 
 __all__ = ["InferenceSettings", "SegmentationResult", "Predictor", "segment", "resolve_precision", "main"]
@@ -303,6 +303,7 @@ class Predictor:
 
         report: dict[str, Any] = {"subject_id": subject_id, "image": source}
         report.update(compartment_report(image, label, s.calibration))
+        report["femurs"] = side_reports(image, label, s.calibration)
         if spread is not None:
             report["uncertainty"] = _contour_uncertainty(spread, array)
             report["qc_flag"] = bool(report["uncertainty"] is not None and report["uncertainty"] > s.uncertainty_threshold)
@@ -377,9 +378,10 @@ def segment(
     settings: InferenceSettings | None = None,
     device: str | torch.device = "cpu",
     subject_id: str | None = None,
+    model: str | None = None,
     **overrides: Any,
 ) -> SegmentationResult:
-    """Segment one scan with a checkpoint ensemble.
+    """Segment one scan with the bundled default model or a checkpoint ensemble.
 
     Parameters
     ----------
@@ -396,6 +398,9 @@ def segment(
         Where the networks run.
     subject_id
         Name of the result; default the file name without extension, or ``"scan"``.
+    model
+        Bundled model used when no checkpoint is given (default
+        :data:`femurseg.models.zoo.DEFAULT_MODEL`); ``femurseg models`` lists them.
 
     Returns
     -------
@@ -410,7 +415,14 @@ def segment(
         If the scan cannot be read.
     """
     settings = replace(settings or InferenceSettings(), **overrides)
-    loaded = load_checkpoints(checkpoints, periosteal, endosteal, average=settings.average_weights)
+    if checkpoints or periosteal or endosteal:
+        if model is not None:
+            raise ValueError("model picks a bundled model; it cannot be combined with checkpoints")
+        loaded = load_checkpoints(checkpoints, periosteal, endosteal, average=settings.average_weights)
+    else:
+        from femurseg.models.zoo import model_path
+
+        loaded = load_checkpoints([model_path(model)])
     predictor = Predictor(loaded, settings)
     predictor.network.to(device)
     if isinstance(image_or_path, sitk.Image):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["Calibration", "COMPARTMENTS", "compartment_report"]
+__all__ = ["Calibration", "COMPARTMENTS", "compartment_report", "side_reports"]
 
 #: compartment name -> label values it covers
 COMPARTMENTS: dict[str, tuple[int, ...]] = {"periosteal": (1, 2), "cortical": (1,), "trabecular": (2,)}
@@ -87,3 +87,43 @@ def compartment_report(image: sitk.Image, label: sitk.Image, calibration: Calibr
             report["vbmd_mg_cm3"][name] = None if vbmd is None else round(vbmd, 3)
             report["bmc_g"][name] = None if vbmd is None else round(vbmd * report["volume_cm3"][name] / 1000.0, 6)
     return report
+
+
+def side_reports(image: sitk.Image, label: sitk.Image, calibration: Calibration | None = None) -> list[dict[str, Any]]:
+    """One :func:`compartment_report` per femur (26-connected component of label ≥ 1), with its side.
+
+    The side comes from the patient coordinates, not from the array order: the
+    femur centres are mapped to physical LPS millimetres (x grows towards the
+    patient's left). With two femora, the one further in +x is the left one; a
+    single femur is ``left`` when its centre lies at x > 0 (DICOM scanners put
+    x = 0 at the table centre, which is close to the patient's midline).
+
+    Returns
+    -------
+    list of dict
+        Sorted right then left: ``side``, ``centre_mm`` and the compartment report.
+    """
+    from scipy import ndimage
+
+    array = sitk.GetArrayViewFromImage(label)
+    components, n = ndimage.label(array > 0, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return []
+    sizes = np.bincount(components.ravel())[1:]
+    chosen = [int(i) + 1 for i in np.argsort(sizes)[::-1][:2]]
+    centres = []
+    for index in chosen:
+        z, y, x = ndimage.center_of_mass(components == index)
+        centres.append(image.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z))))
+    if len(chosen) == 2:
+        left = 0 if centres[0][0] > centres[1][0] else 1
+        sides = ["left" if i == left else "right" for i in range(2)]
+    else:
+        sides = ["left" if centres[0][0] > 0 else "right"]
+    reports = []
+    for index, side, centre in zip(chosen, sides, centres):
+        part = sitk.GetImageFromArray(np.where(components == index, array, 0).astype(np.uint8))
+        part.CopyInformation(label)
+        reports.append({"side": side, "centre_mm": [round(float(c), 2) for c in centre],
+                        **compartment_report(image, part, calibration)})
+    return sorted(reports, key=lambda r: r["side"] != "right")

@@ -79,3 +79,16 @@ def test_decoding_threshold_and_argmax():
     assert outer.tolist() == [False, True, True, True] and inner.tolist() == [False, False, True, False]
     with pytest.raises(ValueError, match="decoding"):
         decode_probabilities(p, e, "vote")  # type: ignore[arg-type]
+
+
+def test_bilateral_auto_keeps_a_second_femur_only_when_it_is_one():
+    shape = (20, 20, 48)
+    two = _ball(shape, (10, 10, 10), 6) | _ball(shape, (10, 10, 38), 5)
+    # 4 mm voxels: centres 112 mm apart, the second holds 58 % of the first: two femora
+    assert ndimage.label(postprocess(two, two.copy(), (4.0, 4.0, 4.0)) > 0, np.ones((3, 3, 3)))[1] == 2
+    # 1 mm voxels: 28 mm apart, a fragment next to the femur: one femur
+    assert ndimage.label(postprocess(two, two.copy(), (1.0, 1.0, 1.0)) > 0, np.ones((3, 3, 3)))[1] == 1
+    small = _ball(shape, (10, 10, 10), 6) | _ball(shape, (10, 10, 40), 2)  # far away but small: a false positive
+    assert ndimage.label(postprocess(small, small.copy(), (4.0, 4.0, 4.0)) > 0, np.ones((3, 3, 3)))[1] == 1
+    never = postprocess(two, two.copy(), (4.0, 4.0, 4.0), Postprocessing(bilateral=False))
+    assert ndimage.label(never > 0, np.ones((3, 3, 3)))[1] == 1
