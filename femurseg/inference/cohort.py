@@ -6,10 +6,13 @@ ensemble) segments one scan per ``predict_step``, and :class:`SubjectWriter` (a
 ``BasePredictionWriter``) writes each subject's folder atomically from the rank that
 segmented it. Under DDP Lightning gives each rank its own subjects (no repeats).
 
-A scan that fails (unreadable, not 3D, an error while writing) is recorded and
-skipped; the others finish. At the end rank 0 writes ``summary.csv`` (one row per
-segmented subject) and ``errors.csv`` (one row per failed subject, always written,
-possibly empty). :func:`run_cohort` returns the number of failures.
+A scan that fails, whatever the exception (unreadable, not 3D, a bug while drawing
+``qc.png``, out of memory), is recorded and skipped; the others finish. Only
+``KeyboardInterrupt`` and ``SystemExit`` (signals) stop the cohort. At the end rank 0
+writes ``summary.csv`` (one row per segmented subject) and ``errors.csv`` (one row per
+failed subject, always written, possibly empty). A subject id that would collide with
+those files (``summary.csv``, ``errors.csv``, any case) fails as a row of
+``errors.csv`` and gets no folder. :func:`run_cohort` returns the number of failures.
 
 Examples
 --------
@@ -35,15 +38,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from femurseg.data.io import read_image
 from femurseg.data.manifest import check_subject_id, read_manifest
-from femurseg.errors import DataError, FemursegError
+from femurseg.errors import DataError
 from femurseg.inference.predictor import Predictor, SegmentationResult, scan_name
-from femurseg.inference.writers import ERROR_COLUMNS, SUMMARY_COLUMNS, write_csv
+from femurseg.inference.writers import ERROR_COLUMNS, ERRORS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, write_csv
 
-__all__ = ["ScanInput", "SubjectOutcome", "discover_inputs", "PredictionModule", "SubjectWriter", "run_cohort"]
+__all__ = ["ScanInput", "SubjectOutcome", "discover_inputs", "PredictionModule", "SubjectWriter", "run_cohort",
+           "output_name_problem", "write_cohort_tables"]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-#: errors that fail one subject; anything else (e.g. MemoryError, a bug) stops the run
-SUBJECT_ERRORS = (FemursegError, RuntimeError, ValueError, OSError)
+#: errors that fail one subject: every ``Exception`` (a bug or ``MemoryError`` in one scan
+#: must not lose the others); ``KeyboardInterrupt`` and ``SystemExit`` stop the run
+SUBJECT_ERRORS = (Exception,)
 
 
 @dataclass(frozen=True)
@@ -162,10 +167,12 @@ class SubjectWriter(BasePredictionWriter):
         Whether to draw ``qc.png``.
     """
 
-    def __init__(self, output: str | os.PathLike[str], qc: bool = True) -> None:
+    def __init__(self, output: str | os.PathLike[str], qc: bool = True,
+                 rejected: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__(write_interval="batch")
         self.output = Path(output)
         self.qc = qc
+        self.rejected = list(rejected)
         self.rows: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.failed = 0
@@ -179,15 +186,17 @@ class SubjectWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: SubjectOutcome,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
         outcome = prediction
+        row = None
         if outcome.result is not None:
             try:
                 outcome.result.write(self.output, qc=self.qc)
+                row = _summary_row(outcome)
             except SUBJECT_ERRORS as error:
                 outcome.error = error
-        if outcome.error is not None:
+        if row is None:
             self.errors.append(_error_row(outcome))
         else:
-            self.rows.append(_summary_row(outcome))
+            self.rows.append(row)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._parts is not None
@@ -197,17 +206,13 @@ class SubjectWriter(BasePredictionWriter):
         trainer.strategy.barrier("femurseg-segment-parts")
         failed = 0
         if trainer.is_global_zero:
-            rows, errors = [], []
+            rows, errors = [], list(self.rejected)
             for path in sorted(self._parts.glob("rank*.json")):
                 data = json.loads(path.read_text())
                 rows += data["rows"]
                 errors += data["errors"]
-            rows.sort(key=lambda r: r["subject_id"])
-            errors.sort(key=lambda r: r["subject_id"])
-            write_csv(self.output / "summary.csv", rows, SUMMARY_COLUMNS)
-            write_csv(self.output / "errors.csv", errors, ERROR_COLUMNS)
             shutil.rmtree(self._parts, ignore_errors=True)
-            failed = len(errors)
+            failed = write_cohort_tables(self.output, rows, errors)
         self.failed = int(trainer.strategy.broadcast(failed))
 
 
@@ -236,6 +241,29 @@ def _error_row(outcome: SubjectOutcome) -> dict[str, Any]:
             "error_type": type(error).__name__, "message": message}
 
 
+def write_cohort_tables(output: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
+                        errors: Sequence[dict[str, Any]]) -> int:
+    """Write ``summary.csv`` and ``errors.csv`` (sorted by subject) atomically; return the number of errors."""
+    output = Path(output)
+    write_csv(output / SUMMARY_FILE, sorted(rows, key=lambda r: r["subject_id"]), SUMMARY_COLUMNS)
+    write_csv(output / ERRORS_FILE, sorted(errors, key=lambda r: r["subject_id"]), ERROR_COLUMNS)
+    return len(errors)
+
+
+def output_name_problem(subject_id: str) -> str | None:
+    """Why ``subject_id`` cannot name a subject folder of a cohort output, or ``None``.
+
+    Ids must be safe file names (:func:`~femurseg.data.manifest.check_subject_id`) and
+    must not collide with the cohort's own files (``summary.csv``, ``errors.csv``),
+    compared without case so that case-insensitive file systems are safe too.
+    """
+    if (reason := check_subject_id(subject_id)) is not None:
+        return reason
+    if subject_id.casefold() in {SUMMARY_FILE.casefold(), ERRORS_FILE.casefold()}:
+        return f"subject id {subject_id!r} is the name of a cohort output file; rename the subject"
+    return None
+
+
 def run_cohort(
     inputs: Sequence[ScanInput],
     output: str | os.PathLike[str],
@@ -259,14 +287,21 @@ def run_cohort(
     qc
         Whether to draw ``qc.png`` per subject.
     """
+    rejected: list[dict[str, Any]] = []
+    todo: list[ScanInput] = []
     for item in inputs:
-        if (reason := check_subject_id(item.subject_id)) is not None:
-            raise DataError(f"input {item.path}: {reason}")
-    writer = SubjectWriter(output, qc=qc)
+        if (reason := output_name_problem(item.subject_id)) is not None:
+            rejected.append(_error_row(SubjectOutcome(item, error=DataError(f"input {item.path}: {reason}"))))
+        else:
+            todo.append(item)
+    if not todo:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        return write_cohort_tables(output, [], rejected)
+    writer = SubjectWriter(output, qc=qc, rejected=rejected)
     kwargs = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
               "enable_model_summary": False, "enable_progress_bar": False, **(trainer_kwargs or {})}
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), writer]
     trainer = pl.Trainer(**kwargs)
-    loader = DataLoader(_Scans(inputs), batch_size=1, shuffle=False, num_workers=0, collate_fn=_single)
+    loader = DataLoader(_Scans(todo), batch_size=1, shuffle=False, num_workers=0, collate_fn=_single)
     trainer.predict(PredictionModule(predictor), loader, return_predictions=False)
     return writer.failed

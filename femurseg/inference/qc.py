@@ -68,7 +68,8 @@ def render_qc(
         axes.imshow(hu[index], cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect,
                     origin=origin, interpolation="nearest")
         for mask, colour in ((label[index] >= 1, PERIOSTEAL_COLOUR), (label[index] == 2, ENDOSTEAL_COLOUR)):
-            if mask.any() and not mask.all():
+            # a contour needs at least 2 x 2 pixels (a single-slice scan has 1-pixel-high views)
+            if min(mask.shape) >= 2 and mask.any() and not mask.all():
                 axes.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0)
         axes.set_title(name)
         axes.set_axis_off()

@@ -33,7 +33,7 @@ from femurseg.data.io import write_image
 __all__ = [
     "SEGMENTATION_FILE", "CONTOURS_FILE", "REPORT_FILE", "QC_FILE", "PROBABILITIES_FILE", "UNCERTAINTY_FILE",
     "atomic_write_text", "write_json", "write_csv", "subject_folder", "write_subject",
-    "SUMMARY_COLUMNS", "ERROR_COLUMNS",
+    "SUMMARY_COLUMNS", "ERROR_COLUMNS", "SUMMARY_FILE", "ERRORS_FILE",
 ]
 
 SEGMENTATION_FILE = "segmentation.nii.gz"
@@ -42,6 +42,9 @@ REPORT_FILE = "report.json"
 QC_FILE = "qc.png"
 PROBABILITIES_FILE = "probabilities.nii.gz"
 UNCERTAINTY_FILE = "uncertainty.nii.gz"
+#: cohort-level files beside the subject folders (no subject may take these names)
+SUMMARY_FILE = "summary.csv"
+ERRORS_FILE = "errors.csv"
 
 SUMMARY_COLUMNS = [
     "subject_id", "image", "volume_periosteal_cm3", "volume_cortical_cm3", "volume_trabecular_cm3",

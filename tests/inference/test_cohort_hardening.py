@@ -1,0 +1,129 @@
+"""Hardening of cohort inference (issue 15): every failure is a row, names never collide, reruns resume."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from femurseg.data.preprocess import Preprocessing
+from femurseg.inference import writers
+from femurseg.inference.cohort import ScanInput, output_name_problem
+from femurseg.inference.command import main
+from femurseg.models import NETS
+
+
+class HardeningBandNet(nn.Module):
+    """Foreground logit ``scale * min(x - low, high - x)``: bone between two levels."""
+
+    def __init__(self, *, in_channels: int, out_channels: int, low: float = -0.5, high: float = 9.0) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+        self.scale = nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), self.scale * torch.minimum(x - self.low, self.high - x)], dim=1)
+
+
+@pytest.fixture(autouse=True)
+def _register_net(monkeypatch):
+    monkeypatch.setitem(NETS._items, "test_hardening_band_net", HardeningBandNet)
+
+
+def _checkpoint(path: Path, target: str, low: float, high: float) -> str:
+    kwargs = {"in_channels": 1, "out_channels": 2, "low": low, "high": high}
+    model = HardeningBandNet(**kwargs)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()},
+                "femurseg": {"format_version": 1, "target": target, "net": "test_hardening_band_net",
+                             "net_kwargs": kwargs, "preprocessing": Preprocessing(spacing=(2.0, 2.0, 2.0)).to_dict(),
+                             "patch_size": [16, 16, 16], "classes": []}}, path)
+    return str(path)
+
+
+def write_scan(path: Path, shape: tuple[int, int, int] = (14, 24, 24), spacing=(1.0, 1.0, 1.5),
+               dtype=np.int16) -> Path:
+    """A bone cylinder (cortex 1400 HU around 300 HU) in air, ``shape`` as ``(z, y, x)``."""
+    z, y, x = np.indices(shape)
+    cy, cx = shape[1] / 2, shape[2] / 2
+    radius = np.sqrt((x - cx) ** 2 + (y - cy) ** 2)
+    hu = np.where(radius < 5, 300, np.where(radius < 8, 1400, -1000)).astype(dtype)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture()
+def checkpoints(tmp_path: Path) -> list[str]:
+    return [_checkpoint(tmp_path / "p.ckpt", "periosteal", -0.5, 9.0),
+            _checkpoint(tmp_path / "e.ckpt", "endosteal", -0.5, 0.3)]
+
+
+def segment(checkpoints: list[str], source: Path, out: Path, *extra: str) -> int:
+    return main(["--checkpoints", *checkpoints, "--input", str(source), "--output", str(out),
+                 "--tta", "none", "--precision", "fp32", *extra])
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# a: every per-subject failure is a row of errors.csv ---------------------------------------
+def test_an_unexpected_error_type_fails_one_subject_not_the_cohort(tmp_path, checkpoints, monkeypatch):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a", "b", "c"):
+        write_scan(scans / f"{name}.nii.gz")
+    real = writers.write_json
+
+    def buggy(path, data):  # a TypeError (not a FemursegError/OSError) while writing subject b
+        if path.name == writers.REPORT_FILE and data.get("subject_id") == "b":
+            raise TypeError("unexpected bug")
+        return real(path, data)
+
+    monkeypatch.setattr(writers, "write_json", buggy)
+    out = tmp_path / "out"
+    assert segment(checkpoints, scans, out, "--no-qc") == 1
+    assert [r["subject_id"] for r in rows(out / "summary.csv")] == ["a", "c"]
+    assert [(e["subject_id"], e["error_type"]) for e in rows(out / "errors.csv")] == [("b", "TypeError")]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "c", "errors.csv", "summary.csv"]
+
+
+def test_a_single_slice_scan_does_not_abort_the_cohort(tmp_path, checkpoints):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_scan(scans / "a.nii.gz")
+    write_scan(scans / "flat.nii.gz", shape=(1, 24, 24))
+    out = tmp_path / "out"
+    segment(checkpoints, scans, out)   # qc.png drawn: a 1-pixel-high view must not crash the run
+    assert "a" in [r["subject_id"] for r in rows(out / "summary.csv")]
+    done = {r["subject_id"] for r in rows(out / "summary.csv")} | {e["subject_id"] for e in rows(out / "errors.csv")}
+    assert done == {"a", "flat"}
+
+
+@pytest.mark.parametrize("subject", ["errors.csv", "summary.csv", "Summary.CSV"])
+def test_a_subject_named_like_a_cohort_file_is_refused_per_subject(tmp_path, checkpoints, subject):
+    write_scan(tmp_path / "a.nii.gz")
+    write_scan(tmp_path / "b.nii.gz")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"subject_id,image\nA,a.nii.gz\n{subject},b.nii.gz\n")
+    out = tmp_path / "out"
+    assert segment(checkpoints, manifest, out, "--no-qc") == 1
+    assert [r["subject_id"] for r in rows(out / "summary.csv")] == ["A"]
+    errors = rows(out / "errors.csv")
+    assert [e["subject_id"] for e in errors] == [subject] and "cohort output file" in errors[0]["message"]
+    assert (out / "errors.csv").is_file() and (out / "summary.csv").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["A", "errors.csv", "summary.csv"]
+
+
+def test_output_name_problem():
+    assert output_name_problem("S01") is None
+    assert "cohort output file" in output_name_problem("ERRORS.csv")
+    assert "path separator" in output_name_problem("../x")
+    assert ScanInput("x", Path("x")).subject_id == "x"
