@@ -127,3 +127,18 @@ def test_output_name_problem():
     assert "cohort output file" in output_name_problem("ERRORS.csv")
     assert "path separator" in output_name_problem("../x")
     assert ScanInput("x", Path("x")).subject_id == "x"
+
+
+# b: a truncated scan is an error, never segmented with zeros ------------------------------
+def test_segment_refuses_a_truncated_scan(tmp_path, checkpoints):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_scan(scans / "a.nii.gz")
+    cut = write_scan(scans / "cut.nii.gz")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    out = tmp_path / "out"
+    assert segment(checkpoints, scans, out, "--no-qc") == 1
+    errors = rows(out / "errors.csv")
+    assert [e["subject_id"] for e in errors] == ["cut"]
+    assert "cut.nii.gz" in errors[0]["message"] and "truncated" in errors[0]["message"]
+    assert not (out / "cut").exists()
