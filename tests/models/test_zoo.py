@@ -84,3 +84,25 @@ def test_the_recipe_config_parses(tmp_path: Path):
     assert cli.trainer.max_steps == yaml.safe_load(config.read_text())["trainer"]["max_steps"]
     assert cli.datamodule.hparams.synthetic_preset == "transfer"
     assert not any(tmp_path.iterdir()), "parsing the recipe must not write anything"
+
+
+def test_segment_with_no_checkpoint_uses_the_bundled_model(tmp_path: Path):
+    """`femurseg segment SCAN --output DIR` and `femurseg.segment(path)` need nothing else."""
+    import SimpleITK as sitk
+
+    import femurseg
+    from femurseg.cli import main
+    from femurseg.data.synthetic import generate_subject
+
+    case = generate_subject(3, preset="tiny")
+    scan = tmp_path / "hip.nii.gz"
+    sitk.WriteImage(case.image, str(scan))
+    assert main(["segment", str(scan), "--output", str(tmp_path / "out"), "--no-qc", "--tta", "none"]) == 0
+    report = json.loads((tmp_path / "out" / "hip" / "report.json").read_text())
+    assert report["ensemble"]["kind"] == "compartments"
+    assert report["checkpoints"][0]["path"].endswith(f"{DEFAULT_MODEL}.pt")
+    label = sitk.ReadImage(str(tmp_path / "out" / "hip" / "segmentation.nii.gz"))
+    assert label.GetSize() == case.image.GetSize() and label.GetSpacing() == case.image.GetSpacing()
+    result = femurseg.segment(scan, tta="none")
+    assert result.report["volume_cm3"] == report["volume_cm3"]
+    assert set(int(v) for v in sitk.GetArrayViewFromImage(result.label).ravel()) <= {0, 1, 2}
