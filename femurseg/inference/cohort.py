@@ -36,8 +36,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from femurseg.data.io import read_image
 from femurseg.data.manifest import check_subject_id, read_manifest
+from femurseg.data.validate import ValidationSettings, check_scan
 from femurseg.errors import DataError
 from femurseg.inference.predictor import Predictor, SegmentationResult, scan_name
 from femurseg.inference.writers import ERROR_COLUMNS, ERRORS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, write_csv
@@ -135,12 +135,17 @@ class PredictionModule(pl.LightningModule):
     ----------
     predictor
         The ensemble; its network becomes a submodule, so Lightning moves it to the device.
+    checks
+        Rules each scan must pass before it is segmented (those of ``femurseg check``
+        plus the resampled-grid limit at the checkpoints' spacing; see
+        :func:`femurseg.data.validate.check_scan`).
     """
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, checks: ValidationSettings | None = None) -> None:
         super().__init__()
         self.predictor = predictor
         self.network = predictor.network
+        self.checks = checks or ValidationSettings()
 
     def transfer_batch_to_device(self, batch: ScanInput, device: Any, dataloader_idx: int) -> ScanInput:
         """A batch is a file reference; the scan is read inside the step."""
@@ -149,7 +154,8 @@ class PredictionModule(pl.LightningModule):
     def predict_step(self, batch: ScanInput, batch_idx: int, dataloader_idx: int = 0) -> SubjectOutcome:
         start = time.perf_counter()
         try:
-            image = read_image(batch.path)
+            spacing = self.predictor.checkpoints.preprocessing.spacing
+            image = check_scan(batch.path, self.checks, spacing)  # before any resampling
             result = self.predictor.predict(image, batch.subject_id, str(batch.path))
         except SUBJECT_ERRORS as error:
             return SubjectOutcome(batch, error=error, seconds=time.perf_counter() - start)
@@ -270,6 +276,7 @@ def run_cohort(
     predictor: Predictor,
     trainer_kwargs: dict[str, Any] | None = None,
     qc: bool = True,
+    checks: ValidationSettings | None = None,
 ) -> int:
     """Segment every scan, write the subject folders and the cohort CSVs; return the number of failures.
 
@@ -286,6 +293,9 @@ def run_cohort(
         ``strategy``, ...); logging and checkpointing are off.
     qc
         Whether to draw ``qc.png`` per subject.
+    checks
+        Thresholds of the scan rules (minimum size, physical extent, resampled grid,
+        HU range, ...); a scan that breaks one fails as a row of ``errors.csv``.
     """
     rejected: list[dict[str, Any]] = []
     todo: list[ScanInput] = []
@@ -303,5 +313,5 @@ def run_cohort(
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), writer]
     trainer = pl.Trainer(**kwargs)
     loader = DataLoader(_Scans(todo), batch_size=1, shuffle=False, num_workers=0, collate_fn=_single)
-    trainer.predict(PredictionModule(predictor), loader, return_predictions=False)
+    trainer.predict(PredictionModule(predictor, checks), loader, return_predictions=False)
     return writer.failed

@@ -142,3 +142,98 @@ def test_segment_refuses_a_truncated_scan(tmp_path, checkpoints):
     assert [e["subject_id"] for e in errors] == ["cut"]
     assert "cut.nii.gz" in errors[0]["message"] and "truncated" in errors[0]["message"]
     assert not (out / "cut").exists()
+
+
+# c, d: segment applies check's image rules and a size guard before resampling --------------
+def _write_dicom_series(image: sitk.Image, folder: Path, skip: tuple[int, ...] = ()) -> Path:
+    """One DICOM file per slice with position and orientation tags; slices in ``skip`` are left out."""
+    folder.mkdir(parents=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series = "1.2.826.0.1.3680043.2.1125.1.2"
+    for k in range(image.GetDepth()):
+        if k in skip:
+            continue
+        plane = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        tags = {"0008|0060": "CT", "0020|000d": series + ".0", "0020|000e": series, "0020|0013": str(k + 1),
+                "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0032": "\\".join(f"{v:.6g}" for v in position),
+                "0028|1052": "0", "0028|1053": "1", "0008|0018": f"{series}.{k + 1}"}
+        for tag, value in tags.items():
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
+        writer.Execute(plane)
+    return folder
+
+
+def _bad_scans(scans: Path) -> None:
+    write_scan(scans / "good.nii.gz")
+    nan = sitk.GetImageFromArray(np.where(np.indices((14, 24, 24))[0] == 3, np.nan, 1400.0).astype(np.float32))
+    nan.SetSpacing((1.0, 1.0, 1.5))
+    sitk.WriteImage(nan, str(scans / "nan.nii.gz"))
+    write_scan(scans / "uint8.nii.gz", dtype=np.uint8)            # 0-255 (the -1000 air wraps): not HU
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(scans / "uint8.nii.gz")))
+    assert array.min() >= 0 and array.max() <= 255
+    write_scan(scans / "tiny.nii.gz", shape=(2, 24, 24))
+    write_scan(scans / "huge.nii.gz", shape=(34, 34, 34), spacing=(50.0, 50.0, 50.0))
+    _write_dicom_series(sitk.ReadImage(str(scans / "good.nii.gz")), scans / "gappy", skip=(6, 7))
+
+
+def test_segment_refuses_what_check_refuses_and_oversized_scans(tmp_path, checkpoints):
+    import time
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    _bad_scans(scans)
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    assert segment(checkpoints, scans, out, "--no-qc") == 1
+    assert time.perf_counter() - start < 60   # the 1700 mm scan is refused, not resampled
+    assert [r["subject_id"] for r in rows(out / "summary.csv")] == ["good"]
+    messages = {e["subject_id"]: e["message"] for e in rows(out / "errors.csv")}
+    assert set(messages) == {"nan", "uint8", "tiny", "huge", "gappy"}
+    assert "NaN" in messages["nan"] and "nan.nii.gz" in messages["nan"]
+    assert "cannot be CT" in messages["uint8"]
+    assert "too small" in messages["tiny"]
+    assert "1700 x 1700 x 1700 mm" in messages["huge"] and "limit" in messages["huge"]
+    assert "not evenly spaced" in messages["gappy"]
+    assert sorted(p.name for p in out.iterdir()) == ["errors.csv", "good", "summary.csv"]
+
+
+def test_the_size_limits_are_configurable_and_sized_for_hip_and_whole_body_ct(tmp_path, checkpoints):
+    from femurseg.data.validate import ImageInfo, ValidationSettings, scan_geometry_problems
+    from femurseg.inference import InferenceSettings, Predictor, load_checkpoints
+    from femurseg.inference.cohort import discover_inputs, run_cohort
+
+    def info(size, spacing):
+        return ImageInfo(size, spacing, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), 1, "16-bit signed integer")
+
+    defaults = ValidationSettings()
+    assert scan_geometry_problems(info((512, 512, 300), (0.8, 0.8, 1.0)), defaults, (1.0, 1.0, 1.0)) == []
+    assert scan_geometry_problems(info((512, 512, 1500), (0.9, 0.9, 1.0)), defaults, (2.0, 2.0, 2.0)) == []
+    rules = [r for r, _ in scan_geometry_problems(info((34, 34, 34), (50.0,) * 3), defaults, (0.75,) * 3)]
+    assert rules == ["too_large_extent", "too_large_grid"]
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_scan(scans / "a.nii.gz")
+    predictor = Predictor(load_checkpoints(checkpoints=checkpoints), InferenceSettings(tta="none", precision="fp32"))
+    out = tmp_path / "out"
+    assert run_cohort(discover_inputs(scans), out, predictor, qc=False,
+                      checks=ValidationSettings(max_grid_voxels=100)) == 1
+    assert "more than the limit of 100" in rows(out / "errors.csv")[0]["message"]
+
+
+def test_check_reports_tiny_scans_and_dicom_gaps(tmp_path):
+    from femurseg.data.validate import validate_manifest
+
+    write_scan(tmp_path / "tiny.nii.gz", shape=(2, 24, 24))
+    label = sitk.GetImageFromArray(np.ones((2, 24, 24), np.uint8))
+    label.SetSpacing((1.0, 1.0, 1.5))
+    sitk.WriteImage(label, str(tmp_path / "tiny_label.nii.gz"))
+    _write_dicom_series(sitk.ReadImage(str(write_scan(tmp_path / "g.nii.gz"))), tmp_path / "gappy", skip=(5,))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("subject_id,image,label\ntiny,tiny.nii.gz,tiny_label.nii.gz\ngappy,gappy,g.nii.gz\n")
+    problems = validate_manifest(manifest, content=False).problems
+    assert any("'tiny'" in p and "too small" in p for p in problems), problems
+    assert any("'gappy'" in p and "not evenly spaced" in p for p in problems), problems
