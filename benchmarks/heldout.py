@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/heldout.py --periosteal P.ckpt --endosteal E.ckpt --seed 5000 --n 20 \\
+    python benchmarks/heldout.py [--model femur-ct-v1 | --checkpoints C.ckpt | --periosteal P.ckpt --endosteal E.ckpt] \\
+        --seed 5000 --n 20 [--preset full] \\
         [--refine half-maximum none] [--work DIR] [--append docs/benchmarks.md]
 
 Generates ``--n`` phantoms of ``--preset`` (seeds ``seed .. seed+n-1``; pick seeds that no model
@@ -30,16 +31,26 @@ SECTION = "## Held-out phantoms (benchmarks/heldout.py)"
 TARGETS = {"periosteal": "periosteal", "endosteal": "trabecular", "cortical": "cortical"}
 
 
-def segment_and_evaluate(periosteal: str, endosteal: str, manifest: Path, out: Path, refine: str) -> list[dict[str, Any]]:
-    """Segment the manifest's scans into ``out`` and return ``femurseg evaluate``'s per-subject rows."""
+def load(args: argparse.Namespace) -> Any:
+    """The checkpoint set to score: given checkpoints, else the bundled model ``--model`` (default model)."""
     from femurseg.inference.checkpoints import load_checkpoints
+
+    if args.checkpoints or args.periosteal or args.endosteal:
+        return load_checkpoints(args.checkpoints, args.periosteal, args.endosteal)
+    from femurseg.models.zoo import model_path
+
+    return load_checkpoints([model_path(args.model)])
+
+
+def segment_and_evaluate(checkpoints: Any, manifest: Path, out: Path, refine: str) -> list[dict[str, Any]]:
+    """Segment the manifest's scans into ``out`` and return ``femurseg evaluate``'s per-subject rows."""
     from femurseg.inference.cohort import discover_inputs, run_cohort
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.inference.refine import Refinement
     from femurseg.metrics.evaluate import evaluate_cohort
 
     settings = InferenceSettings(refinement=Refinement() if refine == "half-maximum" else None)
-    predictor = Predictor(load_checkpoints(periosteal=[periosteal], endosteal=[endosteal]), settings)
+    predictor = Predictor(checkpoints, settings)
     failures = run_cohort(discover_inputs(manifest), out, predictor, qc=False)
     if failures:
         raise RuntimeError(f"{failures} scan(s) failed; see {out / 'errors.csv'}")
@@ -76,8 +87,10 @@ def markdown(summaries: dict[str, dict[str, Any]], note: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--periosteal", required=True)
-    parser.add_argument("--endosteal", required=True)
+    parser.add_argument("--model", default=None, help="bundled model (the default when no checkpoint is given)")
+    parser.add_argument("--checkpoints", nargs="+", default=[])
+    parser.add_argument("--periosteal", nargs="+", default=[])
+    parser.add_argument("--endosteal", nargs="+", default=[])
     parser.add_argument("--seed", type=int, default=5000)
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--preset", default="quick")
@@ -92,11 +105,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
         manifest = write_cohort(work / "phantoms", args.n, seed=args.seed, preset=args.preset)
-        summaries = {refine: summarize(segment_and_evaluate(args.periosteal, args.endosteal, manifest,
-                                                            work / f"segmentation_{refine}", refine))
+        checkpoints = load(args)
+        summaries = {refine: summarize(segment_and_evaluate(checkpoints, manifest, work / f"segmentation_{refine}",
+                                                            refine))
                      for refine in args.refine}
+    models = ", ".join(m.path for m in checkpoints.members)
     note = (f"{time.strftime('%Y-%m-%d')}: {args.n} `{args.preset}` phantoms, seeds {args.seed}-{args.seed + args.n - 1}; models "
-            f"{args.periosteal} and {args.endosteal}{' (' + args.note + ')' if args.note else ''}; default "
+            f"{models}{' (' + args.note + ')' if args.note else ''}; default "
             f"`femurseg segment` settings; machine: {platform.machine()}, {os.cpu_count()} logical CPUs "
             f"(accuracy does not depend on it).")
     text = markdown(summaries, note)

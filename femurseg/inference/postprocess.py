@@ -53,9 +53,10 @@ class Postprocessing:
     bilateral
         ``"auto"`` (default): keep the second-largest periosteal component too when it
         is a second femur, that is when it holds at least ``auto_side_fraction`` of
-        the first's voxels and its centre lies at least ``auto_side_distance_mm``
-        from the first's (the two femora of a hip CT are 150-250 mm apart; a
-        fragment of one femur or a false positive is smaller or closer).
+        the first's voxels, its centre lies at least ``auto_side_distance_mm`` from
+        the first's (the two femora of a hip CT are 150-250 mm apart; a fragment of
+        one femur is smaller or closer), and the two span the same axial levels
+        (slices overlapping by half of the shorter one; an iliac wing does not).
         ``True``: always keep the two largest components (the second with at least
         ``min_side_fraction`` of the first's voxels); ``False``: one femur.
     min_side_fraction
@@ -159,7 +160,12 @@ def _femora(mask: np.ndarray, spacing: Sequence[float], min_fraction: float, min
     if n > 1 and sizes[order[1]] >= min_fraction * sizes[order[0]]:
         first, second = ndimage.center_of_mass(mask, labels, [order[0] + 1, order[1] + 1])
         scale = np.asarray(spacing, float)[::-1]  # (z, y, x) mm per voxel
-        if float(np.linalg.norm((np.asarray(first) - np.asarray(second)) * scale)) >= min_distance_mm:
+        far = float(np.linalg.norm((np.asarray(first) - np.asarray(second)) * scale)) >= min_distance_mm
+        # the two femora of one scan span the same axial levels (an iliac wing or a table does not)
+        boxes = ndimage.find_objects(labels)
+        (a, b) = (boxes[order[0]][0], boxes[order[1]][0])
+        overlap = min(a.stop, b.stop) - max(a.start, b.start)
+        if far and overlap >= 0.5 * min(a.stop - a.start, b.stop - b.start):
             keep.append(order[1] + 1)
     return np.isin(labels, keep)
 

@@ -90,5 +90,7 @@ def test_bilateral_auto_keeps_a_second_femur_only_when_it_is_one():
     assert ndimage.label(postprocess(two, two.copy(), (1.0, 1.0, 1.0)) > 0, np.ones((3, 3, 3)))[1] == 1
     small = _ball(shape, (10, 10, 10), 6) | _ball(shape, (10, 10, 40), 2)  # far away but small: a false positive
     assert ndimage.label(postprocess(small, small.copy(), (4.0, 4.0, 4.0)) > 0, np.ones((3, 3, 3)))[1] == 1
+    above = _ball((40, 20, 48), (8, 10, 10), 6) | _ball((40, 20, 48), (31, 10, 38), 6)  # far, large, other levels
+    assert ndimage.label(postprocess(above, above.copy(), (4.0, 4.0, 4.0)) > 0, np.ones((3, 3, 3)))[1] == 1
     never = postprocess(two, two.copy(), (4.0, 4.0, 4.0), Postprocessing(bilateral=False))
     assert ndimage.label(never > 0, np.ones((3, 3, 3)))[1] == 1
