@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the bundled default model femur-ct-v1 from synthetic phantoms alone (docs/model_card.md).
-#   bash configs/default_model/build.sh            # ~1.7 h on 2 CPU cores; minutes on a GPU
-# 1. femurseg fit generates the 90-phantom `transfer` cohort (seed 100000) and trains 4000 steps;
+#   bash configs/default_model/build.sh            # ~1.3 h on 2 CPU cores; minutes on a GPU
+# 1. femurseg fit generates the 90-phantom `transfer` cohort (seed 100000) and trains 2500 steps;
 # 2. femurseg models --package writes femurseg/models/bundled/femur-ct-v1.pt (weights and card)
 #    with the command, seed and git commit recorded, and prints its SHA-256.
 set -euo pipefail
