@@ -8,6 +8,12 @@ For each selected fold, ``femurseg fit ... --data.fold K`` runs in its run folde
 ``cv``, e.g. by an array job) and is resumed with ``--ckpt_path last.ckpt``; if its
 training had already finished, Lightning stops at once and the fold is marked done.
 
+A SIGTERM to ``cv`` is passed on to the running ``fit``, which stops after its
+current batch; ``cv`` then exits with status 143 without writing ``done.json``
+(a ``fit`` that exits with any other status than 0 is never marked done either), so
+a rerun resumes the fold. SIGINT (Ctrl-C) reaches the whole foreground process group,
+``fit`` included; ``cv`` waits for it and exits with status 130.
+
 Each ``fit`` runs as a child process (``python -m femurseg fit``), never in this
 process: Lightning's ``WandbLogger`` reuses a W&B run left open by the previous
 fold (it never calls ``wandb.finish``), seeds and other global state would carry
@@ -37,6 +43,7 @@ import io
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -47,7 +54,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from femurseg.atomic import atomic_write_text
-from femurseg.errors import FemursegError
+from femurseg.errors import FemursegError, Terminated
+from femurseg.signals import signal_handlers
 
 __all__ = [
     "CVError",
@@ -63,6 +71,7 @@ __all__ = [
     "plan_cv",
     "predict",
     "print_commands",
+    "run_fit",
     "train_fold",
     "write_manifest",
     "write_summary",
@@ -264,9 +273,13 @@ def train_fold(plan: CVPlan, fold: int) -> FoldState:
     print(f"femurseg cv: fold {fold}: {verb}\n  femurseg {shlex.join(command)}", flush=True)
     start = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, "-m", "femurseg", *command], env=env, check=False)
-    if result.returncode != 0:
-        raise CVError(f"fold {fold}: femurseg fit exited with status {result.returncode}; rerun cv to resume it")
+    returncode, stopped_by = run_fit([sys.executable, "-m", "femurseg", *command], env)
+    if stopped_by is not None:
+        print(f"femurseg cv: fold {fold}: stopped by {signal.Signals(stopped_by).name} (fit exited with status "
+              f"{returncode}); not marked done, rerun cv to resume it", file=sys.stderr, flush=True)
+        raise Terminated(stopped_by)
+    if returncode != 0:
+        raise CVError(f"fold {fold}: femurseg fit exited with status {returncode}; rerun cv to resume it")
     if not plan.best_checkpoint(fold).is_file():
         raise CVError(
             f"fold {fold}: fit finished without {plan.best_checkpoint(fold)}: validation must run at least "
@@ -282,6 +295,28 @@ def train_fold(plan: CVPlan, fold: int) -> FoldState:
     }
     atomic_write_text(run_dir / DONE_FILE, json.dumps(done, indent=2) + "\n")
     return state
+
+
+def run_fit(argv: Sequence[str], env: dict[str, str]) -> tuple[int, int | None]:
+    """Run one ``fit`` child to its end, passing a SIGTERM that ``cv`` receives on to it.
+
+    Returns
+    -------
+    returncode, signum
+        The child's exit status, and the signal (SIGTERM or SIGINT) that ``cv``
+        received while waiting, or ``None``.
+    """
+    received: list[int] = []
+    process = subprocess.Popen(list(argv), env=env)
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if signum == signal.SIGTERM and process.poll() is None:
+            process.send_signal(signum)  # SIGINT from a terminal reaches the child itself
+
+    with signal_handlers({signal.SIGTERM: forward, signal.SIGINT: forward}):
+        returncode = process.wait()
+    return returncode, (received[0] if received else None)
 
 
 # printing -------------------------------------------------------------------

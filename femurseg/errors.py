@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FemursegError", "ManifestError", "DataError", "CheckpointError", "ThresholdsError"]
+__all__ = ["FemursegError", "ManifestError", "DataError", "CheckpointError", "ThresholdsError", "Terminated"]
 
 
 class FemursegError(Exception):
@@ -31,3 +31,26 @@ class CheckpointError(FemursegError):
 
 class ThresholdsError(FemursegError):
     """A decoding-thresholds file is unreadable or belongs to other checkpoints."""
+
+
+class Terminated(SystemExit):
+    """A signal (SIGTERM, SIGINT) stopped the work before it was complete.
+
+    A ``SystemExit`` whose code is the shell's ``128 + signal number`` (143 for
+    SIGTERM, 130 for SIGINT): it passes every ``except Exception`` (a per-subject
+    error handler must not swallow it) and ends the process with that status and
+    no traceback. Whatever was unfinished is never marked done.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + int(signum))
+        self.signum = int(signum)
+
+    def __str__(self) -> str:
+        import signal
+
+        try:
+            name = signal.Signals(self.signum).name
+        except ValueError:
+            name = f"signal {self.signum}"
+        return f"stopped by {name}"

@@ -11,12 +11,19 @@ It adds to the stock LightningCLI:
   offline, which never contacts a server nor asks for a login).
 - linked arguments: the data module's patch size is the module's validation window.
 - Trainer defaults for the patch queue: ``use_distributed_sampler=False``.
+- SIGTERM ends the command with status 143 (:class:`~femurseg.errors.Terminated`),
+  never 0: Lightning stops after the current batch (and, under SLURM with
+  auto-requeue, saves an HPC checkpoint and requeues the job on the requeue signal),
+  then raises ``SIGTERMException``, a ``SystemExit`` whose status is 0, which would
+  make an interrupted fit look complete to ``femurseg cv`` or a job script. SIGINT
+  (Ctrl-C) already exits with 1 through Lightning.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,8 +31,10 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from femurseg.data.datamodule import FemurDataModule
+from femurseg.errors import Terminated
 from femurseg.models.module import SegmentationModule
 
 __all__ = ["FemursegCLI", "WandbSummaries", "TimeCapReport", "run_folder", "make_loggers"]
@@ -106,7 +115,13 @@ class FemursegCLI(LightningCLI):
         kwargs.setdefault("datamodule_class", FemurDataModule)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False, "log_every_n_steps": 10})
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)
+        except SIGTERMException as error:
+            # Lightning 2.6: the loops raise SIGTERMException (exit status 0) after a SIGTERM
+            print("femurseg: training stopped by SIGTERM before it finished; its checkpoints are those of the "
+                  "last checkpoint saved (resume with --ckpt_path .../last.ckpt)", file=sys.stderr, flush=True)
+            raise Terminated(signal.SIGTERM) from error
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--experiment", type=str, default="femurseg", help="experiment name (run folder)")

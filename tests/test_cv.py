@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shlex
-import subprocess
 import time
 from pathlib import Path
 
@@ -111,11 +110,11 @@ def test_interrupted_fold_resumes_from_last_checkpoint(cross_validated: Path, ti
     assert cv.fold_state(copy / "fold_1") == "interrupted"
     calls: list[list[str]] = []
 
-    def fake_run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    def fake_run(command: list[str], env: dict[str, str]) -> tuple[int, None]:
         calls.append(command)
-        return subprocess.CompletedProcess(command, 0)
+        return 0, None
 
-    monkeypatch.setattr(cv.subprocess, "run", fake_run)
+    monkeypatch.setattr(cv, "run_fit", fake_run)
     assert cv.train_fold(plan, 1) == "interrupted"
     (command,) = calls
     assert command[-4:] == ["--data.fold", "1", "--ckpt_path", str(copy / "fold_1" / "checkpoints" / "last.ckpt")]
@@ -152,7 +151,7 @@ def test_pair_must_share_the_split_and_be_trained(tmp_path: Path):
 
 def test_failed_fit_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     plan = cv.CVPlan(("--config", "x.yaml"), tmp_path, tmp_path / "m.csv", {"folds": [{"train": [], "val": []}]}, (0,))
-    monkeypatch.setattr(cv.subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(command, 3))
+    monkeypatch.setattr(cv, "run_fit", lambda command, env: (3, None))
     with pytest.raises(cv.CVError, match="fold 0: femurseg fit exited with status 3"):
         cv.train_fold(plan, 0)
     assert cv.fold_state(tmp_path / "fold_0") == "new"

@@ -7,8 +7,10 @@ ensemble) segments one scan per ``predict_step``, and :class:`SubjectWriter` (a
 segmented it. Under DDP Lightning gives each rank its own subjects (no repeats).
 
 A scan that fails, whatever the exception (unreadable, not 3D, a bug while drawing
-``qc.png``, out of memory), is recorded and skipped; the others finish. Only
-``KeyboardInterrupt`` and ``SystemExit`` (signals) stop the cohort. At the end rank 0
+``qc.png``, out of memory), is recorded and skipped; the others finish. SIGTERM and
+SIGINT stop the cohort at once with :class:`~femurseg.errors.Terminated` (exit status
+143 or 130): the subject in progress leaves no folder, the finished ones are kept and
+listed, the others are rows of ``errors.csv`` ("not segmented: stopped by SIGTERM"). At the end rank 0
 writes ``summary.csv`` (one row per segmented subject) and ``errors.csv`` (one row per
 failed subject, always written, possibly empty). A subject id that would collide with
 those files (``summary.csv``, ``errors.csv``, any case) fails as a row of
@@ -38,9 +40,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from femurseg.data.manifest import check_subject_id, read_manifest
 from femurseg.data.validate import ValidationSettings, check_scan
-from femurseg.errors import DataError
+from femurseg.errors import DataError, Terminated
 from femurseg.inference.predictor import Predictor, SegmentationResult, scan_name
 from femurseg.inference.writers import ERROR_COLUMNS, ERRORS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, write_csv
+from femurseg.signals import stop_on_signals
 
 __all__ = ["ScanInput", "SubjectOutcome", "discover_inputs", "PredictionModule", "SubjectWriter", "run_cohort",
            "output_name_problem", "write_cohort_tables"]
@@ -313,5 +316,16 @@ def run_cohort(
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), writer]
     trainer = pl.Trainer(**kwargs)
     loader = DataLoader(_Scans(todo), batch_size=1, shuffle=False, num_workers=0, collate_fn=_single)
-    trainer.predict(PredictionModule(predictor, checks), loader, return_predictions=False)
+    try:
+        with stop_on_signals():
+            trainer.predict(PredictionModule(predictor, checks), loader, return_predictions=False)
+    except Terminated as stop:
+        if trainer.world_size == 1:  # record what was finished; the rest is listed as not segmented
+            finished = {r["subject_id"] for r in writer.rows + writer.errors}
+            stopped = [_error_row(SubjectOutcome(item, error=DataError(f"not segmented: {stop}")))
+                       for item in todo if item.subject_id not in finished]
+            for row in stopped:
+                row["error_type"] = type(stop).__name__
+            write_cohort_tables(output, writer.rows, [*rejected, *writer.errors, *stopped])
+        raise
     return writer.failed

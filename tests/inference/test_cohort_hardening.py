@@ -237,3 +237,32 @@ def test_check_reports_tiny_scans_and_dicom_gaps(tmp_path):
     problems = validate_manifest(manifest, content=False).problems
     assert any("'tiny'" in p and "too small" in p for p in problems), problems
     assert any("'gappy'" in p and "not evenly spaced" in p for p in problems), problems
+
+
+# e: SIGTERM / SIGINT stop a cohort with a non-zero status and never leave half a subject ----
+@pytest.mark.parametrize("signum", [15, 2])
+def test_a_signal_stops_the_cohort_at_once_and_marks_nothing_unfinished_done(tmp_path, checkpoints, monkeypatch,
+                                                                           signum):
+    import os
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a", "b", "c"):
+        write_scan(scans / f"{name}.nii.gz")
+    real = writers.write_json
+
+    def killed_while_writing_b(path, data):
+        if path.name == writers.REPORT_FILE and data.get("subject_id") == "b":
+            os.kill(os.getpid(), signum)
+        return real(path, data)
+
+    monkeypatch.setattr(writers, "write_json", killed_while_writing_b)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        segment(checkpoints, scans, out, "--no-qc")
+    assert stop.value.code == 128 + signum
+    assert sorted(p.name for p in out.iterdir()) == ["a", "errors.csv", "summary.csv"]   # no b, no temporary
+    assert [r["subject_id"] for r in rows(out / "summary.csv")] == ["a"]
+    errors = rows(out / "errors.csv")
+    assert [(e["subject_id"], e["error_type"]) for e in errors] == [("b", "Terminated"), ("c", "Terminated")]
+    assert "not segmented: stopped by SIG" in errors[0]["message"]
