@@ -11,6 +11,9 @@ It adds to the stock LightningCLI:
   offline, which never contacts a server nor asks for a login).
 - linked arguments: the data module's patch size is the module's validation window.
 - Trainer defaults for the patch queue: ``use_distributed_sampler=False``.
+- A :class:`~femurseg.errors.FemursegError` (an invalid manifest, a split that no
+  longer matches it, an unusable checkpoint) ends the command with its message and
+  status 2, without a traceback.
 - SIGTERM ends the command with status 143 (:class:`~femurseg.errors.Terminated`),
   never 0: Lightning stops after the current batch (and, under SLURM with
   auto-requeue, saves an HPC checkpoint and requeues the job on the requeue signal),
@@ -34,7 +37,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from femurseg.data.datamodule import FemurDataModule
-from femurseg.errors import Terminated
+from femurseg.errors import FemursegError, Terminated
 from femurseg.models.module import SegmentationModule
 
 __all__ = ["FemursegCLI", "WandbSummaries", "TimeCapReport", "run_folder", "make_loggers"]
@@ -117,6 +120,12 @@ class FemursegCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False, "log_every_n_steps": 10})
         try:
             super().__init__(*args, **kwargs)
+        except FemursegError as error:
+            if not kwargs.get("run", True):
+                raise  # a caller that only parses (cv, sweeps) handles it
+            # bad input (manifest, split, checkpoint) is a clear message and status 2, not a traceback
+            print(f"femurseg {getattr(self, 'subcommand', None) or 'fit'}: error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from error
         except SIGTERMException as error:
             # Lightning 2.6: the loops raise SIGTERMException (exit status 0) after a SIGTERM
             print("femurseg: training stopped by SIGTERM before it finished; its checkpoints are those of the "

@@ -13,7 +13,9 @@ Examples
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from femurseg.errors import ManifestError
 __all__ = ["ManifestRecord", "read_manifest", "parse_manifest", "check_subject_id"]
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_EXTRA = "\0extra"  # csv restkey: fields beyond the header's columns
 _SIDES = {"", "left", "right"}
 
 
@@ -125,19 +128,33 @@ def parse_manifest(
     Raises
     ------
     ManifestError
-        Only if the manifest file itself does not exist.
+        Only if the manifest file itself does not exist or is not a readable CSV
+        text (encoding other than UTF-8 or UTF-16/32 with a byte-order mark, NUL
+        bytes, a malformed quote). A row with more fields than the header is a
+        problem of that row.
     """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path}: file not found")
     root = path.parent
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    text = _read_text(path)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), restkey=_EXTRA)
         columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+        raw_rows = list(reader)
+    except csv.Error as error:
+        raise ManifestError(f"manifest {path}: not a readable CSV file (line {reader.line_num}: {error})") from error
     problems = _check_columns(path, columns, require_reference)
     if problems:
         return [], problems
+    rows = []
+    for line, row in enumerate(raw_rows, start=2):
+        extra = [v for v in row.pop(_EXTRA, None) or [] if v.strip()]
+        if extra:
+            problems.append(f"manifest {path.name} line {line}: {len(columns) + len(extra)} fields, more than the "
+                            f"{len(columns)} columns of the header ({', '.join(columns)}): extra {extra[:3]} "
+                            "(a comma inside a path? quote the field)")
+        rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
 
     records: list[ManifestRecord] = []
     seen: dict[str, int] = {}
@@ -175,6 +192,32 @@ def parse_manifest(
     if not records and not problems:
         problems.append(f"manifest {path}: no subjects")
     return records, problems
+
+
+def _read_text(path: Path) -> str:
+    """The manifest's text: UTF-8 (with or without BOM), or UTF-16/32 with a BOM (Excel's "Unicode text").
+
+    Raises
+    ------
+    ManifestError
+        If the file is in another encoding or holds NUL bytes (not a text file).
+    """
+    data = path.read_bytes()
+    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            break
+    else:
+        encoding = "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise ManifestError(
+            f"manifest {path}: not {encoding.upper().removesuffix('-SIG')} text (byte {error.start}: {error.reason}); "
+            "save it as a UTF-8 CSV") from error
+    if "\0" in text:
+        raise ManifestError(f"manifest {path}: holds NUL bytes: not a text CSV file (save it as a UTF-8 CSV)")
+    return text
 
 
 def _check_columns(path: Path, columns: list[str], require_reference: bool) -> list[str]:
