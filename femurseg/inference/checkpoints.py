@@ -36,14 +36,14 @@ from torch import nn
 from femurseg.data.augment import mirror_axes
 from femurseg.data.preprocess import Preprocessing
 from femurseg.errors import CheckpointError
+from femurseg.labels import OUT_CHANNELS, TARGETS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CheckpointInfo", "CheckpointSet", "read_checkpoint", "load_checkpoints", "build_net", "average_weights"]
 
 FORMAT_VERSION = 1
-TARGETS = ("periosteal", "endosteal", "compartments")
-_OUT_CHANNELS = {"periosteal": 2, "endosteal": 2, "compartments": 3}
+
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ def build_net(info: CheckpointInfo) -> nn.Module:
         raise CheckpointError(
             f"checkpoint {info.path}: weights do not fit net {info.net!r} (missing {missing[:3]}, unexpected {extra[:3]})"
         )
-    expected = _OUT_CHANNELS[info.target]
+    expected = OUT_CHANNELS[info.target]
     if int(info.net_kwargs.get("out_channels", expected)) != expected:
         raise CheckpointError(
             f"checkpoint {info.path}: target {info.target!r} needs {expected} output channels, "

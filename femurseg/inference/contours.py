@@ -28,6 +28,8 @@ import SimpleITK as sitk
 from skimage.draw import polygon as fill_polygon
 from skimage.measure import find_contours
 
+from femurseg.labels import endosteal_mask, periosteal_mask
+
 __all__ = ["Geometry", "geometry_of", "slice_polygons", "label_contours", "contours_to_mask", "CONTOUR_FORMAT"]
 
 CONTOUR_FORMAT = 1
@@ -79,9 +81,9 @@ def label_contours(label: np.ndarray, geometry: Geometry) -> dict[str, Any]:
     """
     matrix, offset = _index_to_physical(geometry)
     slices = []
-    for k in np.flatnonzero((label >= 1).any(axis=(1, 2))):
+    for k in np.flatnonzero(periosteal_mask(label).any(axis=(1, 2))):
         entry: dict[str, Any] = {"index": int(k)}
-        for name, mask in (("periosteal", label[k] >= 1), ("endosteal", label[k] == 2)):
+        for name, mask in (("periosteal", periosteal_mask(label[k])), ("endosteal", endosteal_mask(label[k]))):
             polygons = []
             for rows_cols in slice_polygons(mask):
                 index = np.column_stack([rows_cols[:, 1], rows_cols[:, 0], np.full(len(rows_cols), float(k))])

@@ -36,6 +36,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
+from femurseg.labels import compose
+
 __all__ = ["Postprocessing", "postprocess", "decode_probabilities", "largest_components", "shell_structure",
            "bounding_box"]
 
@@ -232,7 +234,7 @@ def postprocess(
     # border_value=1: the field of view's edge is not a bone surface
     inner &= ndimage.binary_erosion(outer, structure=structure, border_value=1)
 
-    label[box] = np.where(inner, 2, np.where(outer, 1, 0)).astype(np.uint8)
+    label[box] = compose(outer, inner)
     return label
 
 

@@ -55,6 +55,7 @@ from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess
 from femurseg.inference.refine import Refinement, refine_contours
 from femurseg.inference.report import Calibration, compartment_report, side_reports
+from femurseg.labels import endosteal_mask, periosteal_mask
 from femurseg.sliding import Blend, SparseWindows, sliding_window_inference
 
 __all__ = ["InferenceSettings", "SegmentationResult", "Predictor", "segment", "resolve_precision", "main"]
@@ -294,7 +295,7 @@ class Predictor:
         array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing)
         del outer, inner
         if s.refinement is not None:
-            outer, inner = refine_contours(sitk.GetArrayViewFromImage(image), array >= 1, array == 2,
+            outer, inner = refine_contours(sitk.GetArrayViewFromImage(image), periosteal_mask(array), endosteal_mask(array),
                                            image.GetSpacing(), s.refinement)
             array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing)
             del outer, inner
@@ -365,7 +366,7 @@ def _contour_uncertainty(spread: np.ndarray, label: np.ndarray) -> float | None:
         return None
     box = tuple(slice(max(0, int(i.min()) - 1), int(i.max()) + 2) for i in np.nonzero(label > 0))
     band = np.zeros(label[box].shape, bool)
-    for mask in (label[box] >= 1, label[box] == 2):
+    for mask in (periosteal_mask(label[box]), endosteal_mask(label[box])):
         band |= ndimage.binary_dilation(mask) & ~ndimage.binary_erosion(mask)
     return round(float(spread[box][band].mean()), 5) if band.any() else None
 

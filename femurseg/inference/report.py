@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from femurseg.labels import COMPARTMENTS, LABEL_VALUES, periosteal_mask
+
 __all__ = ["Calibration", "COMPARTMENTS", "compartment_report", "side_reports"]
 
-#: compartment name -> label values it covers
-COMPARTMENTS: dict[str, tuple[int, ...]] = {"periosteal": (1, 2), "cortical": (1,), "trabecular": (2,)}
+
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,14 @@ def compartment_report(image: sitk.Image, label: sitk.Image, calibration: Calibr
     labels = sitk.GetArrayViewFromImage(label)
     hu = sitk.GetArrayViewFromImage(image)
     foreground = labels > 0
-    counts = np.zeros(3, np.int64)
-    sums = np.zeros(3, np.float64)
+    counts = np.zeros(len(LABEL_VALUES), np.int64)
+    sums = np.zeros(len(LABEL_VALUES), np.float64)
     if foreground.any():
         box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(foreground))
         values = labels[box].ravel().astype(np.intp)
-        counts = np.bincount(values, minlength=3)[:3]
-        sums = np.bincount(values, weights=hu[box].ravel().astype(np.float64), minlength=3)[:3]
+        counts = np.bincount(values, minlength=len(LABEL_VALUES))[: len(LABEL_VALUES)]
+        sums = np.bincount(values, weights=hu[box].ravel().astype(np.float64),
+                           minlength=len(LABEL_VALUES))[: len(LABEL_VALUES)]
     voxel_cm3 = float(np.prod(image.GetSpacing())) / 1000.0
     report: dict[str, Any] = {"volume_cm3": {}, "mean_hu": {}}
     for name, values in COMPARTMENTS.items():
@@ -106,7 +108,7 @@ def side_reports(image: sitk.Image, label: sitk.Image, calibration: Calibration 
     from scipy import ndimage
 
     array = sitk.GetArrayViewFromImage(label)
-    components, n = ndimage.label(array > 0, structure=np.ones((3, 3, 3), bool))
+    components, n = ndimage.label(periosteal_mask(array), structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return []
     sizes = np.bincount(components.ravel())[1:]

@@ -44,6 +44,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from femurseg.labels import endosteal_mask, periosteal_mask
 from femurseg.atomic import atomic_write_text
 from femurseg.data.io import read_image, read_label
 from femurseg.data.manifest import ManifestRecord
@@ -192,7 +193,8 @@ def _case(predictor: Predictor, record: ManifestRecord) -> _Case:
     femur = ndimage.binary_dilation(sitk.GetArrayViewFromImage(result.label) > 0, iterations=2)
     label = sitk.GetArrayViewFromImage(reference)
     voxel_cm3 = float(np.prod(image.GetSpacing())) / 1000.0
-    truth = {"periosteal": float((label >= 1).sum()) * voxel_cm3, "trabecular": float((label == 2).sum()) * voxel_cm3}
+    truth = {"periosteal": float(periosteal_mask(label).sum()) * voxel_cm3,
+             "trabecular": float(endosteal_mask(label).sum()) * voxel_cm3}
     if min(truth.values()) <= 0:
         raise DataError(f"subject {record.subject_id!r}: the reference has no {min(truth, key=truth.get)} voxels")
     return _Case(record.subject_id, maps[..., 0][femur].copy(), maps[..., 1][femur].copy(), truth, voxel_cm3)

@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from femurseg.atomic import atomic_write_text
 from femurseg.errors import DataError, FemursegError
+from femurseg.labels import MASKS
 from femurseg.metrics.overlap import overlap_metrics
 from femurseg.metrics.surface import _union_box, surface_metrics
 from femurseg.metrics.volume import Spacing, check_spacing, volume_cm3, volume_error_pct
@@ -47,11 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["TARGETS", "METRICS", "CohortEvaluation", "evaluate_label_maps", "evaluate_cohort", "summarize", "main"]
 
 #: target name -> binary mask from a 0/1/2 label map
-TARGETS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "periosteal": lambda labels: labels >= 1,
-    "endosteal": lambda labels: labels == 2,
-    "cortical": lambda labels: labels == 1,
-}
+TARGETS: dict[str, Callable[[np.ndarray], np.ndarray]] = MASKS
 
 #: metric suffix -> which way is better: "high", "low", "abs" (closest to 0) or "" (no ranking)
 METRICS: dict[str, str] = {

@@ -20,30 +20,19 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from femurseg.labels import TARGET_CLASSES, Target, target_of
 from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpoint_layout, update_ema
 from femurseg.models.registry import LOSSES, NETS
 from femurseg.models.schedules import Schedule, lr_factor
 
 __all__ = ["training_record", "SegmentationModule", "Target", "TARGET_CLASSES", "make_target", "make_soft_target", "adamw"]
 
-Target = Literal["periosteal", "endosteal", "compartments"]
-TARGET_CLASSES: dict[str, list[str]] = {
-    "periosteal": ["background", "periosteal"],
-    "endosteal": ["background", "endosteal"],
-    "compartments": ["background", "cortical", "trabecular"],
-}
 CHECKPOINT_FORMAT = 1
 
 
 def make_target(label: torch.Tensor, target: str) -> torch.Tensor:
-    """Class-index target from a 0/1/2 label map (DESIGN.md §3)."""
-    if target == "periosteal":
-        return (label >= 1).long()
-    if target == "endosteal":
-        return (label == 2).long()
-    if target == "compartments":
-        return label.long()
-    raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGET_CLASSES)}")
+    """Class-index target from a 0/1/2 label map (DESIGN.md §3, :mod:`femurseg.labels`)."""
+    return target_of(label, target).long()
 
 
 def training_record(trainer: Any) -> dict[str, Any]:
