@@ -1,9 +1,13 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never half of it.
 
 Every writer in femurseg goes through here. The data is written to a temporary
-name in the destination folder (``.<name>.*.tmp``, never mistaken for output) and
-renamed over the destination, which is atomic on POSIX file systems; on any error
-the temporary file is removed and the destination is left as it was.
+name in the destination folder (``.<name>.<pid>.*.tmp``, never mistaken for output)
+and renamed over the destination, which is atomic on POSIX file systems; on any
+error the temporary file is removed and the destination is left as it was. Files
+and folders get the permissions the umask gives (``0666 & ~umask``), not the
+owner-only ones of :mod:`tempfile`. A process killed with SIGKILL cannot clean up:
+its temporaries carry its process id, and :func:`remove_stale_temporaries` removes
+those whose process is gone.
 
 Examples
 --------
@@ -17,11 +21,75 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_folder", "honour_umask",
+    "remove_stale_temporaries",
+]
+
+#: temporaries of this module and of femurseg's folder writers: ``.<name>.<pid>.<random>.tmp*``
+#: (files) and ``.<name>.tmp-<pid>-<random>``, ``.<name>.old-<pid>-<random>``, ``.parts-<pid>-<n>`` (folders)
+_TEMPORARY = re.compile(r"^\.(?:.+\.(?P<pid>\d+)\.[^.]+\.tmp.*|.*\.(?:tmp|old)-(?P<dpid>\d+)?-?.*|parts-(?P<ppid>\d+)-.*)$")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike[str]) -> None:
+    """Give a file ``0666 & ~umask`` and a folder ``0777 & ~umask`` (what ``open``/``mkdir`` would)."""
+    mode = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, mode & ~_umask())
+
+
+def temporary_folder(folder: str | os.PathLike[str], name: str, kind: str = "tmp") -> Path:
+    """Create ``<folder>/.<name>.<kind>-<pid>-<random>/`` with the umask's permissions."""
+    path = Path(tempfile.mkdtemp(prefix=f".{name}.{kind}-{os.getpid()}-", dir=folder))
+    honour_umask(path)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries in ``folder`` left by processes that no longer run; return them.
+
+    Temporaries of a running process (another ``segment`` writing into the same
+    folder, another DDP rank) are kept. Ones without a process id (older versions)
+    count as stale.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match is None:
+            continue
+        pid = next((int(v) for v in match.groupdict().values() if v), None)
+        if pid is not None and (pid == os.getpid() or _alive(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -38,10 +106,12 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
     os.close(handle)
     try:
         yield Path(tmp)
+        if Path(tmp).exists():
+            honour_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

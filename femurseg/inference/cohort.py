@@ -10,7 +10,10 @@ A scan that fails, whatever the exception (unreadable, not 3D, a bug while drawi
 ``qc.png``, out of memory), is recorded and skipped; the others finish. SIGTERM and
 SIGINT stop the cohort at once with :class:`~femurseg.errors.Terminated` (exit status
 143 or 130): the subject in progress leaves no folder, the finished ones are kept and
-listed, the others are rows of ``errors.csv`` ("not segmented: stopped by SIGTERM"). At the end rank 0
+listed, the others are rows of ``errors.csv`` ("not segmented: stopped by SIGTERM").
+A rerun into the same folder removes the temporaries a killed run left and keeps
+each subject already segmented from the same scan, checkpoints and settings
+(``overwrite=True`` redoes them all). At the end rank 0
 writes ``summary.csv`` (one row per segmented subject) and ``errors.csv`` (one row per
 failed subject, always written, possibly empty). A subject id that would collide with
 those files (``summary.csv``, ``errors.csv``, any case) fails as a row of
@@ -38,11 +41,14 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
+from femurseg.atomic import remove_stale_temporaries
 from femurseg.data.manifest import check_subject_id, read_manifest
 from femurseg.data.validate import ValidationSettings, check_scan
 from femurseg.errors import DataError, Terminated
 from femurseg.inference.predictor import Predictor, SegmentationResult, scan_name
-from femurseg.inference.writers import ERROR_COLUMNS, ERRORS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, write_csv
+from femurseg.inference.writers import (
+    ERROR_COLUMNS, ERRORS_FILE, QC_FILE, REPORT_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, write_csv,
+)
 from femurseg.signals import stop_on_signals
 
 __all__ = ["ScanInput", "SubjectOutcome", "discover_inputs", "PredictionModule", "SubjectWriter", "run_cohort",
@@ -174,14 +180,18 @@ class SubjectWriter(BasePredictionWriter):
         Cohort output folder.
     qc
         Whether to draw ``qc.png``.
+    rejected, kept
+        Error rows of subjects refused before segmenting, and summary rows of
+        subjects kept from an earlier run; rank 0 adds them to the cohort CSVs.
     """
 
     def __init__(self, output: str | os.PathLike[str], qc: bool = True,
-                 rejected: Sequence[dict[str, Any]] = ()) -> None:
+                 rejected: Sequence[dict[str, Any]] = (), kept: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__(write_interval="batch")
         self.output = Path(output)
         self.qc = qc
         self.rejected = list(rejected)
+        self.kept = list(kept)
         self.rows: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.failed = 0
@@ -215,7 +225,7 @@ class SubjectWriter(BasePredictionWriter):
         trainer.strategy.barrier("femurseg-segment-parts")
         failed = 0
         if trainer.is_global_zero:
-            rows, errors = [], list(self.rejected)
+            rows, errors = list(self.kept), list(self.rejected)
             for path in sorted(self._parts.glob("rank*.json")):
                 data = json.loads(path.read_text())
                 rows += data["rows"]
@@ -227,10 +237,13 @@ class SubjectWriter(BasePredictionWriter):
 
 def _summary_row(outcome: SubjectOutcome) -> dict[str, Any]:
     assert outcome.result is not None
-    report = outcome.result.report
-    row: dict[str, Any] = {"subject_id": outcome.scan.subject_id, "image": str(outcome.scan.path),
+    return _report_row(outcome.scan, outcome.result.report, outcome.seconds)
+
+
+def _report_row(scan: ScanInput, report: dict[str, Any], seconds: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"subject_id": scan.subject_id, "image": str(scan.path),
                            "uncertainty": report.get("uncertainty"), "qc_flag": report.get("qc_flag"),
-                           "seconds": round(outcome.seconds, 2)}
+                           "seconds": round(float(seconds), 2)}
     for name in ("periosteal", "cortical", "trabecular"):
         row[f"volume_{name}_cm3"] = report["volume_cm3"][name]
         row[f"mean_hu_{name}"] = report["mean_hu"][name]
@@ -248,6 +261,28 @@ def _error_row(outcome: SubjectOutcome) -> dict[str, Any]:
         message = f"subject {outcome.scan.subject_id!r}: {message}"
     return {"subject_id": outcome.scan.subject_id, "image": str(outcome.scan.path),
             "error_type": type(error).__name__, "message": message}
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def completed_row(output: Path, scan: ScanInput, predictor: Predictor, qc: bool) -> dict[str, Any] | None:
+    """The summary row of a subject already segmented into ``output`` the same way, or ``None``.
+
+    Complete means: ``report.json`` (written last) is readable, and records this
+    scan, these checkpoints and these settings; ``qc.png`` is there if asked for.
+    """
+    folder = output / scan.subject_id
+    try:
+        report = json.loads((folder / REPORT_FILE).read_text())
+        same = (report.get("image") == str(scan.path)
+                and report.get("checkpoints") == _plain(predictor.checkpoints.describe())
+                and report.get("settings") == _plain(predictor.settings.to_dict())
+                and (not qc or (folder / QC_FILE).is_file()))
+        return _report_row(scan, report, report.get("seconds") or 0.0) if same else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def write_cohort_tables(output: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
@@ -280,6 +315,7 @@ def run_cohort(
     trainer_kwargs: dict[str, Any] | None = None,
     qc: bool = True,
     checks: ValidationSettings | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Segment every scan, write the subject folders and the cohort CSVs; return the number of failures.
 
@@ -299,18 +335,30 @@ def run_cohort(
     checks
         Thresholds of the scan rules (minimum size, physical extent, resampled grid,
         HU range, ...); a scan that breaks one fails as a row of ``errors.csv``.
+    overwrite
+        Segment every scan again. By default a subject whose folder is complete and
+        was made from the same scan, checkpoints and settings is kept (a rerun after
+        a crash or a signal only does the rest); its row is rebuilt from its
+        ``report.json``.
+
+    Temporary folders and files that a killed run left in ``output`` are removed first.
     """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output)
     rejected: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
     todo: list[ScanInput] = []
     for item in inputs:
         if (reason := output_name_problem(item.subject_id)) is not None:
             rejected.append(_error_row(SubjectOutcome(item, error=DataError(f"input {item.path}: {reason}"))))
+        elif not overwrite and (row := completed_row(output, item, predictor, qc)) is not None:
+            kept.append(row)
         else:
             todo.append(item)
     if not todo:
-        Path(output).mkdir(parents=True, exist_ok=True)
-        return write_cohort_tables(output, [], rejected)
-    writer = SubjectWriter(output, qc=qc, rejected=rejected)
+        return write_cohort_tables(output, kept, rejected)
+    writer = SubjectWriter(output, qc=qc, rejected=rejected, kept=kept)
     kwargs = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
               "enable_model_summary": False, "enable_progress_bar": False, **(trainer_kwargs or {})}
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), writer]
@@ -326,6 +374,6 @@ def run_cohort(
                        for item in todo if item.subject_id not in finished]
             for row in stopped:
                 row["error_type"] = type(stop).__name__
-            write_cohort_tables(output, writer.rows, [*rejected, *writer.errors, *stopped])
+            write_cohort_tables(output, [*kept, *writer.rows], [*rejected, *writer.errors, *stopped])
         raise
     return writer.failed

@@ -1,7 +1,7 @@
 """Atomic writers of the outputs of ``femurseg segment`` (DESIGN.md §7).
 
 Per subject, everything is written into a hidden temporary folder beside the final
-one (``<out>/.<subject_id>.tmp-XXXX/``), which is renamed to ``<out>/<subject_id>/``
+one (``<out>/.<subject_id>.tmp-<pid>-XXXX/``), which is renamed to ``<out>/<subject_id>/``
 only when every file is complete: a reader never sees a half-written subject, and a
 failure mid-subject leaves no ``<out>/<subject_id>/`` at all (a previous result is
 replaced only by a complete new one). Single files (cohort CSVs) are written to a
@@ -20,14 +20,13 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
 
-from femurseg.atomic import atomic_write_text
+from femurseg.atomic import atomic_write_text, temporary_folder
 from femurseg.data.io import write_image
 
 __all__ = [
@@ -79,7 +78,7 @@ def subject_folder(output: str | os.PathLike[str], subject_id: str) -> Iterator[
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{subject_id}.tmp-", dir=output))
+    tmp = temporary_folder(output, subject_id, "tmp")
     try:
         yield tmp
     except BaseException:
@@ -87,7 +86,7 @@ def subject_folder(output: str | os.PathLike[str], subject_id: str) -> Iterator[
         raise
     final = output / subject_id
     if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{subject_id}.old-", dir=output))
+        old = temporary_folder(output, subject_id, "old")
         os.replace(final, old / subject_id)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)

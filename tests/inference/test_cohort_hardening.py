@@ -266,3 +266,58 @@ def test_a_signal_stops_the_cohort_at_once_and_marks_nothing_unfinished_done(tmp
     errors = rows(out / "errors.csv")
     assert [(e["subject_id"], e["error_type"]) for e in errors] == [("b", "Terminated"), ("c", "Terminated")]
     assert "not segmented: stopped by SIG" in errors[0]["message"]
+
+
+# g: reruns resume, stale temporaries go, files honour the umask ------------------------------
+def test_a_rerun_keeps_complete_subjects_and_removes_stale_temporaries(tmp_path, checkpoints):
+    import os
+
+    from femurseg.inference import InferenceSettings, Predictor, load_checkpoints
+    from femurseg.inference.cohort import discover_inputs, run_cohort
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a", "b"):
+        write_scan(scans / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    assert segment(checkpoints, scans, out, "--no-qc") == 0
+    stamp = (out / "a" / "report.json").stat().st_mtime_ns
+    def volumes():
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows(out / "summary.csv")]
+
+    summary = volumes()
+    # what a SIGKILL leaves: a subject's temporary folder, an old-format one, a temporary file, CSV parts
+    dead = 2**22 + 12345   # above the default pid_max: no such process
+    for name in (f".b.tmp-{dead}-x1", ".b.tmp-oldformat", f".parts-{dead}-1"):
+        (out / name).mkdir()
+        (out / name / "segmentation.nii.gz").write_bytes(b"half")
+    (out / f".summary.csv.{dead}.abc.tmp").write_text("half")
+    live = out / f".c.tmp-{os.getpid()}-x"   # a temporary of a running process is kept
+    live.mkdir()
+    assert segment(checkpoints, scans, out, "--no-qc") == 0
+    assert (out / "a" / "report.json").stat().st_mtime_ns == stamp          # kept, not redone
+    assert volumes() == summary                                               # rows rebuilt from report.json
+    assert sorted(p.name for p in out.iterdir()) == sorted(["a", "b", "errors.csv", "summary.csv", live.name])
+    assert segment(checkpoints, scans, out, "--no-qc", "--tta", "x") == 0     # other settings: redone
+    assert (out / "a" / "report.json").stat().st_mtime_ns != stamp
+    stamp = (out / "a" / "report.json").stat().st_mtime_ns
+    predictor = Predictor(load_checkpoints(checkpoints=checkpoints),
+                          InferenceSettings(tta="x", precision="fp32"))
+    assert run_cohort(discover_inputs(scans), out, predictor, qc=False, overwrite=True) == 0
+    assert (out / "a" / "report.json").stat().st_mtime_ns != stamp
+
+
+def test_outputs_honour_the_umask(tmp_path, checkpoints):
+    import os
+    import stat
+
+    write_scan(tmp_path / "a.nii.gz")
+    old = os.umask(0o022)
+    try:
+        assert segment(checkpoints, tmp_path / "a.nii.gz", tmp_path / "out", "--no-qc") == 0
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path / "out").as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in (tmp_path / "out").rglob("*")}
+    assert modes["a"] == 0o755 and modes["summary.csv"] == 0o644
+    assert modes["a/segmentation.nii.gz"] == 0o644 and modes["a/report.json"] == 0o644
