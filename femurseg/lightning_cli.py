@@ -14,6 +14,10 @@ It adds to the stock LightningCLI:
 - A :class:`~femurseg.errors.FemursegError` (an invalid manifest, a split that no
   longer matches it, an unusable checkpoint) ends the command with its message and
   status 2, without a traceback.
+- Records are never lost or mixed: resuming (``--ckpt_path``) appends to
+  ``metrics.csv`` (Lightning would delete it), a fresh fit into a used run folder
+  first moves the old one to ``metrics.<time>.csv``, and a run folder is locked
+  while a ``fit`` runs in it (a second ``fit`` there stops with a clear error).
 - SIGTERM ends the command with status 143 (:class:`~femurseg.errors.Terminated`),
   never 0: Lightning stops after the current batch (and, under SLURM with
   auto-requeue, saves an HPC checkpoint and requeues the job on the requeue signal),
@@ -24,12 +28,15 @@ It adds to the stock LightningCLI:
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -40,7 +47,8 @@ from femurseg.data.datamodule import FemurDataModule
 from femurseg.errors import FemursegError, Terminated
 from femurseg.models.module import SegmentationModule
 
-__all__ = ["FemursegCLI", "WandbSummaries", "TimeCapReport", "run_folder", "make_loggers"]
+__all__ = ["FemursegCLI", "WandbSummaries", "TimeCapReport", "RunFolderLock", "HistoryCSVLogger", "run_folder",
+           "make_loggers"]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +60,92 @@ def run_folder(experiment_dir: str | Path, fold: int | str) -> Path:
     return Path(experiment_dir) / f"fold_{fold}"
 
 
-def make_loggers(run_dir: Path, experiment: str, fold: int | str, wandb_mode: str | None) -> list[Logger]:
+class HistoryCSVLogger(CSVLogger):
+    """A ``CSVLogger`` that never deletes an earlier ``metrics.csv``.
+
+    Lightning 2.6's CSV writer deletes ``metrics.csv`` when it starts in a folder
+    that holds one. Here, with ``keep_history`` (a resumed fit) the earlier rows
+    are kept and the new ones appended; otherwise the earlier file is moved to
+    ``metrics.<YYYYmmdd-HHMMSS>.csv`` first.
+    """
+
+    def __init__(self, *args: Any, keep_history: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_history = keep_history
+        self._history_done = False
+
+    @property
+    def experiment(self) -> Any:
+        from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+        if self._history_done or rank_zero_only.rank != 0:
+            return super().experiment
+        self._history_done = True
+        path = Path(self.log_dir) / "metrics.csv"
+        old = path.read_text() if path.is_file() else ""
+        if old and not self.keep_history:
+            path.rename(path.with_name(f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.csv"))
+            old = ""
+        writer = super().experiment  # Lightning 2.6: deletes metrics.csv here
+        if old:
+            path.write_text(old)
+            writer.metrics_keys = next(csv.reader(io.StringIO(old)), [])  # append under the same header
+        return writer
+
+
+class RunFolderLock(Callback):
+    """Hold an exclusive lock on ``<run_dir>/.fit.lock`` while a fit runs (global rank 0).
+
+    ``fcntl.flock`` is released by the operating system when the process ends,
+    however it ends, so a crashed fit leaves no stale lock.
+
+    Raises
+    ------
+    FemursegError
+        In ``setup`` if another process holds the lock (the message names its pid).
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self._handle: TextIO | None = None
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero or self._handle is not None:
+            return
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.run_dir / ".fit.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise FemursegError(
+                f"run folder {self.run_dir} is in use by another fit (pid {owner}); wait for it to finish, or use "
+                "another --experiment or --data.fold") from error
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the lock
+            self._handle = None
+
+
+def make_loggers(run_dir: Path, experiment: str, fold: int | str, wandb_mode: str | None,
+                 resume: bool = False) -> list[Logger]:
     """CSV logger writing ``<run_dir>/metrics.csv`` and, unless disabled, a W&B logger.
 
     W&B runs are grouped by experiment with one job type per fold, so a sweep or a
-    cross-validation shows up as one group.
+    cross-validation shows up as one group. With ``resume`` the CSV logger appends
+    to an existing ``metrics.csv`` (:class:`HistoryCSVLogger`).
     """
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    loggers: list[Logger] = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="", keep_history=resume)]
     mode = wandb_mode or os.environ.get("WANDB_MODE") or "offline"
     if mode not in WANDB_MODES:
         raise ValueError(f"wandb mode {mode!r} must be one of {', '.join(WANDB_MODES)}")
@@ -150,9 +237,11 @@ class FemursegCLI(LightningCLI):
         datamodule: FemurDataModule = self.datamodule
         run_dir = run_folder(datamodule.experiment_dir, datamodule.fold)
         kwargs.setdefault("default_root_dir", str(run_dir))
+        resume = bool(config.get("ckpt_path")) if hasattr(config, "get") else False
         if trainer_config.get("logger") in (None, True):
-            kwargs["logger"] = make_loggers(run_dir, config["experiment"], datamodule.fold, config["wandb"])
-        callbacks = list(trainer_config.get("callbacks") or [])
+            kwargs["logger"] = make_loggers(run_dir, config["experiment"], datamodule.fold, config["wandb"],
+                                            resume=resume)
+        callbacks = [RunFolderLock(run_dir), *(trainer_config.get("callbacks") or [])]
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             validating = datamodule.fold != "all"
             callbacks.append(
