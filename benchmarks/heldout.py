@@ -33,7 +33,7 @@ TARGETS = {"periosteal": "periosteal", "endosteal": "trabecular", "cortical": "c
 
 def load(args: argparse.Namespace) -> Any:
     """The checkpoint set to score: given checkpoints, else the bundled model ``--model`` (default model)."""
-    from femurseg.inference.checkpoints import load_checkpoints
+    from femurseg.models.checkpoints import load_checkpoints
 
     if args.checkpoints or args.periosteal or args.endosteal:
         return load_checkpoints(args.checkpoints, args.periosteal, args.endosteal)

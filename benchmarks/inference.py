@@ -89,7 +89,7 @@ def speed(checkpoint: Path, runs: int) -> dict[str, float]:
 
     from femurseg.data.preprocess import preprocess_image
     from femurseg.data.synthetic import generate_subject
-    from femurseg.inference.checkpoints import build_net, read_checkpoint
+    from femurseg.models.checkpoints import build_net, read_checkpoint
     from femurseg.inference.predictor import InferenceSettings, resolve_precision
     from femurseg.sliding import SparseWindows, sliding_window_inference
 
@@ -184,7 +184,7 @@ def femur_like_scan(shape_zyx: tuple[int, int, int], path: Path) -> None:
 
 def _memory_worker(scan: str, periosteal: str, endosteal: str, refine: str = "half-maximum") -> None:
     from femurseg.data.io import read_image
-    from femurseg.inference.checkpoints import load_checkpoints
+    from femurseg.models.checkpoints import load_checkpoints
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.inference.refine import Refinement
 

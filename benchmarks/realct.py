@@ -97,7 +97,7 @@ def select(slices: Path, per_patient: int | None) -> list[Path]:
 def evaluate(periosteal: list[str], endosteal: list[str], slices: Path, depth: int, slice_mm: float,
              refine: bool = True, checkpoints: list[str] | None = None, model: str | None = None,
              per_patient: int | None = None) -> list[dict[str, object]]:
-    from femurseg.inference.checkpoints import load_checkpoints
+    from femurseg.models.checkpoints import load_checkpoints
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.inference.refine import Refinement
 

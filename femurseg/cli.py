@@ -26,7 +26,7 @@ PLAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("write a synthetic QCT cohort with manifest.csv", "femurseg.cli:synth_main"),
     "nets": ("list registered networks and their parameters", "femurseg.cli:nets_main"),
     "models": ("list the bundled default models and their cards (or package one)", "femurseg.cli:models_main"),
-    "segment": ("segment scans with the bundled default model or an ensemble of checkpoints", "femurseg.inference.predictor:main"),
+    "segment": ("segment scans with the bundled default model or an ensemble of checkpoints", "femurseg.inference.command:main"),
     "thresholds": ("fit volume-calibrated decoding thresholds on labelled scans", "femurseg.inference.thresholds:main"),
     "evaluate": ("compare predictions with a reference manifest", "femurseg.metrics.evaluate:main"),
     "cv": ("train every fold, then evaluate out-of-fold predictions (cv_summary.csv)", "femurseg.cv:main"),

@@ -37,7 +37,7 @@ def test_weights_that_do_not_fit_the_net_are_a_checkpoint_error(tmp_path: Path):
     import torch
 
     from femurseg.errors import CheckpointError
-    from femurseg.inference.checkpoints import build_net, read_checkpoint
+    from femurseg.models.checkpoints import build_net, read_checkpoint
     from femurseg.models import NETS
 
     kwargs = {"in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]}
@@ -62,7 +62,7 @@ def test_a_truncated_checkpoint_is_a_checkpoint_error(tmp_path: Path):
     import torch
 
     from femurseg.errors import CheckpointError
-    from femurseg.inference.checkpoints import read_checkpoint
+    from femurseg.models.checkpoints import read_checkpoint
 
     torch.save({"state_dict": {"net.w": torch.zeros(1000)}, "femurseg": {"format_version": 1}}, tmp_path / "c.ckpt")
     data = (tmp_path / "c.ckpt").read_bytes()

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from femurseg.labels import endosteal_mask, periosteal_mask
+
 __all__ = [
     "Preprocessing", "canonical_grid", "crop_to_label", "preprocess_image", "preprocess_label", "label_fractions",
     "scale_hu",
@@ -155,7 +157,7 @@ def label_fractions(label: sitk.Image, reference: sitk.Image) -> sitk.Image:
     parts = [
         sitk.Resample(sitk.Cast(mask, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, 0.0,
                       sitk.sitkFloat32)
-        for mask in (label >= 1, label == 2)
+        for mask in (periosteal_mask(label), endosteal_mask(label))
     ]
     return sitk.Compose(parts)
 

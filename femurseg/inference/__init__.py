@@ -1,6 +1,6 @@
 """Inference: checkpoint ensembles → probabilities → clean label maps → output files.
 
-Modules, in data-flow order: :mod:`~femurseg.inference.checkpoints` (safe loading,
+Modules, in data-flow order: :mod:`~femurseg.models.checkpoints` (safe loading,
 compatibility, weight averaging), :mod:`~femurseg.inference.ensemble` (mean softmax
 over checkpoints and mirror flips, per window), :mod:`~femurseg.inference.predictor`
 (one scan: preprocess, sliding window, resample to the scan's grid, postprocess, refine;
@@ -23,8 +23,8 @@ _EXPORTS = {
     "Predictor": "femurseg.inference.predictor",
     "SegmentationResult": "femurseg.inference.predictor",
     "InferenceSettings": "femurseg.inference.predictor",
-    "load_checkpoints": "femurseg.inference.checkpoints",
-    "CheckpointSet": "femurseg.inference.checkpoints",
+    "load_checkpoints": "femurseg.models.checkpoints",
+    "CheckpointSet": "femurseg.models.checkpoints",
     "Postprocessing": "femurseg.inference.postprocess",
     "postprocess": "femurseg.inference.postprocess",
     "Refinement": "femurseg.inference.refine",

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the scans once: as SCAN_OR_DIR or as --input")
     args.input = args.input or args.scan
     from femurseg.inference.cohort import discover_inputs, run_cohort
-    from femurseg.inference.checkpoints import load_checkpoints
+    from femurseg.models.checkpoints import load_checkpoints
     from femurseg.inference.postprocess import Postprocessing
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.inference.refine import Refinement

@@ -1,6 +1,6 @@
 """Segment one scan: preprocess, ensemble sliding window, resample back, postprocess, report.
 
-:class:`Predictor` holds a checkpoint ensemble (:mod:`~femurseg.inference.checkpoints`)
+:class:`Predictor` holds a checkpoint ensemble (:mod:`~femurseg.models.checkpoints`)
 as one :class:`~femurseg.inference.ensemble.EnsembleNetwork` and turns a CT scan into
 a :class:`SegmentationResult`:
 
@@ -49,7 +49,7 @@ from scipy import ndimage
 from femurseg.data.io import read_image
 from femurseg.data.preprocess import preprocess_image
 from femurseg.errors import DataError
-from femurseg.inference.checkpoints import CheckpointSet, build_net, load_checkpoints
+from femurseg.models.checkpoints import CheckpointSet, build_net, load_checkpoints
 from femurseg.inference.contours import geometry_of, label_contours
 from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess
@@ -58,7 +58,7 @@ from femurseg.inference.report import Calibration, compartment_report, side_repo
 from femurseg.labels import endosteal_mask, periosteal_mask
 from femurseg.sliding import Blend, SparseWindows, sliding_window_inference
 
-__all__ = ["InferenceSettings", "SegmentationResult", "Predictor", "segment", "resolve_precision", "main"]
+__all__ = ["InferenceSettings", "SegmentationResult", "Predictor", "segment", "resolve_precision"]
 
 PrecisionSetting = Literal["auto", "bf16", "fp32"]
 
@@ -200,7 +200,7 @@ class Predictor:
     Parameters
     ----------
     checkpoints
-        A loaded, checked :class:`~femurseg.inference.checkpoints.CheckpointSet`.
+        A loaded, checked :class:`~femurseg.models.checkpoints.CheckpointSet`.
     settings
         :class:`InferenceSettings`.
 
@@ -442,9 +442,3 @@ def scan_name(path: Path) -> str:
             return name[: -len(suffix)]
     return name
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``femurseg segment``: see :func:`femurseg.inference.command.main`."""
-    from femurseg.inference.command import main as command_main
-
-    return command_main(argv)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from femurseg.labels import endosteal_mask, periosteal_mask
 
 __all__ = ["render_qc"]
 
@@ -67,7 +68,8 @@ def render_qc(
         axes = figure.add_subplot(1, 3, i + 1)
         axes.imshow(hu[index], cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect,
                     origin=origin, interpolation="nearest")
-        for mask, colour in ((label[index] >= 1, PERIOSTEAL_COLOUR), (label[index] == 2, ENDOSTEAL_COLOUR)):
+        for mask, colour in ((periosteal_mask(label[index]), PERIOSTEAL_COLOUR),
+                             (endosteal_mask(label[index]), ENDOSTEAL_COLOUR)):
             # a contour needs at least 2 x 2 pixels (a single-slice scan has 1-pixel-high views)
             if min(mask.shape) >= 2 and mask.any() and not mask.all():
                 axes.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0)

@@ -49,7 +49,7 @@ from femurseg.atomic import atomic_write_text
 from femurseg.data.io import read_image, read_label
 from femurseg.data.manifest import ManifestRecord
 from femurseg.errors import DataError, FemursegError, ThresholdsError
-from femurseg.inference.checkpoints import CheckpointSet
+from femurseg.models.checkpoints import CheckpointSet
 from femurseg.inference.predictor import Predictor
 
 __all__ = ["Thresholds", "volume_threshold", "fit_thresholds", "read_thresholds", "ThresholdsError"]
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from femurseg.data.manifest import read_manifest
-    from femurseg.inference.checkpoints import load_checkpoints
+    from femurseg.models.checkpoints import load_checkpoints
     from femurseg.inference.predictor import InferenceSettings
 
     parser = argparse.ArgumentParser(

@@ -40,8 +40,9 @@ from femurseg.labels import OUT_CHANNELS, TARGETS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointInfo", "CheckpointSet", "read_checkpoint", "load_checkpoints", "build_net", "average_weights"]
+__all__ = ["FORMAT_VERSION", "CheckpointInfo", "CheckpointSet", "read_checkpoint", "load_checkpoints", "build_net", "average_weights"]
 
+#: version of the ``checkpoint["femurseg"]`` metadata that SegmentationModule writes and this module reads
 FORMAT_VERSION = 1
 
 

@@ -20,14 +20,14 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from femurseg.labels import TARGET_CLASSES, Target, target_of
+from femurseg.labels import TARGET_CLASSES, Target, endosteal_mask, periosteal_mask, target_of
+from femurseg.models.checkpoints import FORMAT_VERSION
 from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpoint_layout, update_ema
 from femurseg.models.registry import LOSSES, NETS
 from femurseg.models.schedules import Schedule, lr_factor
 
 __all__ = ["training_record", "SegmentationModule", "Target", "TARGET_CLASSES", "make_target", "make_soft_target", "adamw"]
 
-CHECKPOINT_FORMAT = 1
 
 
 def make_target(label: torch.Tensor, target: str) -> torch.Tensor:
@@ -289,8 +289,8 @@ class SegmentationModule(pl.LightningModule):
     def score(self, prediction: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
         """Dice of a class-index prediction against a 0/1/2 label map."""
         if self.hparams.target == "compartments":
-            periosteal = _dice(prediction >= 1, label >= 1)
-            endosteal = _dice(prediction == 2, label == 2)
+            periosteal = _dice(periosteal_mask(prediction), periosteal_mask(label))
+            endosteal = _dice(endosteal_mask(prediction), endosteal_mask(label))
             return {"dice": (periosteal + endosteal) / 2, "dice_periosteal": periosteal, "dice_endosteal": endosteal}
         reference = make_target(label, self.hparams.target).bool()
         return {"dice": _dice(prediction == 1, reference)}
@@ -334,7 +334,7 @@ class SegmentationModule(pl.LightningModule):
         """
         to_checkpoint_layout(checkpoint["state_dict"])
         checkpoint["femurseg"] = {
-            "format_version": CHECKPOINT_FORMAT,
+            "format_version": FORMAT_VERSION,
             "target": self.hparams.target,
             "classes": list(self.classes),
             "net": self.hparams.net,

@@ -6,7 +6,7 @@ package data in ``femurseg/models/weights/<name>.pt`` and listed in
 ``femurseg/models/weights/index.json`` with its SHA-256 and its card
 (provenance: the recipe command, seeds, git commit, training steps). Loading
 checks the hash first and then reads the file with ``torch.load(weights_only=True)``
-through :func:`femurseg.inference.checkpoints.read_checkpoint`, so a bundled
+through :func:`femurseg.models.checkpoints.read_checkpoint`, so a bundled
 model is never unpickled code.
 
 ``femurseg models`` lists them; ``femurseg segment SCAN --output DIR`` uses
@@ -175,7 +175,7 @@ def package_checkpoint(
     CheckpointError
         If the checkpoint cannot be read safely or the result exceeds the size budget.
     """
-    from femurseg.inference.checkpoints import read_checkpoint
+    from femurseg.models.checkpoints import read_checkpoint
 
     source = Path(checkpoint)
     info = read_checkpoint(source)  # refuses pickled code and unregistered nets

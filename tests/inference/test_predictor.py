@@ -12,7 +12,7 @@ from torch import nn
 
 from femurseg.data.preprocess import Preprocessing, preprocess_image
 from femurseg.errors import CheckpointError
-from femurseg.inference.checkpoints import average_weights, load_checkpoints, read_checkpoint
+from femurseg.models.checkpoints import average_weights, load_checkpoints, read_checkpoint
 from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
 from femurseg.inference.predictor import InferenceSettings, Predictor, segment
 from femurseg.models import NETS

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from femurseg.inference.checkpoints import load_checkpoints
+from femurseg.models.checkpoints import load_checkpoints
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities
 from femurseg.inference.predictor import InferenceSettings, Predictor
 from femurseg.inference.thresholds import (

@@ -11,7 +11,7 @@ import yaml
 
 from femurseg.data.preprocess import Preprocessing
 from femurseg.errors import CheckpointError
-from femurseg.inference.checkpoints import read_checkpoint
+from femurseg.models.checkpoints import read_checkpoint
 from femurseg.models import NETS
 from femurseg.models.zoo import DEFAULT_MODEL, WEIGHTS_DIR, get_model, list_models, model_path, package_checkpoint
 
