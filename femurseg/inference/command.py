@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write uncertainty.nii.gz (ensemble standard deviation) and a QC flag")
     post.add_argument("--uncertainty-threshold", type=float, default=0.15)
     post.add_argument("--no-qc", action="store_true", help="skip qc.png")
+    post.add_argument("--overwrite", action="store_true",
+                      help="segment every scan again (default: keep subjects whose folder is complete and was made "
+                           "from the same scan, checkpoints and settings)")
+    guard = parser.add_argument_group("input limits (a scan beyond them is refused, per subject)")
+    guard.add_argument("--max-extent-mm", type=float, nargs=3, default=[600.0, 600.0, 2000.0], metavar=("X", "Y", "Z"),
+                       help="largest physical extent per axis (default: 600 600 2000)")
+    guard.add_argument("--max-grid-voxels", type=int, default=200_000_000,
+                       help="most voxels on the network's resampled grid (default: 2e8)")
     run = parser.add_argument_group("devices (Trainer.predict)")
     run.add_argument("--devices", "--trainer.devices", dest="devices", default="1",
                      help="number of devices (or 'auto'); scans are split across them")
@@ -107,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.scan is None) == (args.input is None):
         parser.error("give the scans once: as SCAN_OR_DIR or as --input")
     args.input = args.input or args.scan
+    from femurseg.data.validate import ValidationSettings
     from femurseg.inference.cohort import discover_inputs, run_cohort
     from femurseg.models.checkpoints import load_checkpoints
     from femurseg.inference.postprocess import Postprocessing
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"femurseg segment: error: {error}", file=sys.stderr)
         return 2
     devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
-    failed = run_cohort(inputs, args.output, predictor, qc=not args.no_qc,
+    checks = ValidationSettings(max_extent_mm=tuple(args.max_extent_mm), max_grid_voxels=args.max_grid_voxels)
+    failed = run_cohort(inputs, args.output, predictor, qc=not args.no_qc, checks=checks, overwrite=args.overwrite,
                         trainer_kwargs={"accelerator": args.accelerator, "devices": devices, "strategy": args.strategy})
     print(f"femurseg segment: {len(inputs) - failed} of {len(inputs)} scans segmented into {args.output}"
           + (f"; {failed} failed (see {args.output / 'errors.csv'})" if failed else ""))

@@ -46,7 +46,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from femurseg.data.io import read_image
+from femurseg.data.validate import check_image, check_scan
 from femurseg.data.preprocess import preprocess_image
 from femurseg.errors import DataError
 from femurseg.models.checkpoints import CheckpointSet, build_net, load_checkpoints
@@ -428,8 +428,9 @@ def segment(
     predictor.network.to(device)
     if isinstance(image_or_path, sitk.Image):
         image, source = image_or_path, ""
+        check_image(image, spacing=loaded.preprocessing.spacing, source="image")
     else:
-        image, source = read_image(image_or_path), str(image_or_path)
+        image, source = check_scan(image_or_path, spacing=loaded.preprocessing.spacing), str(image_or_path)
     name = subject_id or (scan_name(Path(image_or_path)) if source else "scan")
     return predictor.predict(image, name, source)
 

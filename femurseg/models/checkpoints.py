@@ -250,7 +250,11 @@ def build_net(info: CheckpointInfo) -> nn.Module:
         net = NETS.create_registered(info.net, **kwargs)
     except (KeyError, ImportError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {info.path}: cannot build net {info.net!r}: {error}") from error
-    missing, unexpected = net.load_state_dict(info.state_dict, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(info.state_dict, strict=False)
+    except RuntimeError as error:  # shapes that do not fit
+        raise CheckpointError(f"checkpoint {info.path}: weights do not fit net {info.net!r}: "
+                              f"{str(error).strip().splitlines()[-1].strip()}") from error
     extra = [k for k in unexpected if not k.startswith("aux_heads.")]  # deep-supervision heads are unused
     if missing or extra:
         raise CheckpointError(

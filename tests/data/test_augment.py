@@ -20,9 +20,9 @@ def subject(size: int = 40) -> tio.Subject:
 
 
 def test_presets_are_the_documented_ones():
-    assert PRESETS == ("none", "light", "default", "heavy")
+    assert PRESETS == ("none", "light", "default", "heavy", "domain")
     assert make_augmentation("none") is None
-    with pytest.raises(ValueError, match="valid: none, light, default, heavy"):
+    with pytest.raises(ValueError, match="valid: none, light, default, heavy, domain"):
         make_augmentation("extreme")
 
 
