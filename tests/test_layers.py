@@ -27,7 +27,7 @@ FLOORS = {
     "femurseg.__main__": 4, "femurseg": 4,
 }
 #: modules that live in a domain package but are commands (argument parsing and wiring only)
-COMMAND_MODULES = {"femurseg.inference.command"}
+COMMAND_MODULES: set[str] = set()
 
 
 def _modules() -> dict[str, Path]:

@@ -25,7 +25,6 @@ Examples
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +51,6 @@ __all__ = [
     "check_image",
     "validate_manifest",
     "validate_records",
-    "main",
 ]
 
 #: the default voxel limit: 2**28 voxels, 1 GiB as float32 (a 512×512×250 scan has 65.5 M)
@@ -612,39 +610,3 @@ def validate_manifest(
     # missing files are reported by the header pass, per subject and file
     manifest_problems = [p for p in manifest_problems if not p.endswith("not found")]
     return ValidationReport(path, manifest_problems, validate_records(records, settings, content, skip_content), records)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``femurseg check --manifest M [--max-voxels N] [--header-only]``: print a table, exit 1 on problems."""
-    parser = argparse.ArgumentParser(prog="femurseg check", description="Validate a cohort manifest and its files.")
-    parser.add_argument("--manifest", required=True, type=Path, help="the cohort CSV")
-    parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, help="refuse larger images")
-    parser.add_argument("--header-only", action="store_true", help="skip the content pass (voxels are not read)")
-    parser.add_argument("--no-reference", action="store_true", help="allow rows without a reference")
-    args = parser.parse_args(argv)
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    try:
-        report = validate_manifest(
-            args.manifest, ValidationSettings(max_voxels=args.max_voxels),
-            require_reference=not args.no_reference, content=not args.header_only,
-        )
-    except ManifestError as error:
-        console.print(f"[red]{error}[/red]", markup=True, highlight=False)
-        return 1
-    for line in report.manifest_problems:
-        console.print(f"[red]problem[/red] {line}", highlight=False)
-    table = Table(title=f"{args.manifest}: {len(report.subjects)} subjects")
-    table.add_column("subject")
-    table.add_column("status")
-    table.add_column("problems")
-    for subject in report.subjects:
-        status = "[green]ok[/green]" if subject.ok else f"[red]{len(subject.problems)} problem(s)[/red]"
-        details = "\n".join(f"{p.column} {Path(p.file).name}: {p.message}" for p in subject.problems)
-        table.add_row(subject.subject_id, status, details)
-    console.print(table)
-    n = len(report.problems)
-    console.print("[green]all checks passed[/green]" if n == 0 else f"[red]{n} problem(s)[/red]")
-    return 0 if n == 0 else 1

@@ -8,7 +8,7 @@ over checkpoints and mirror flips, per window), :mod:`~femurseg.inference.predic
 :mod:`~femurseg.inference.contours`,
 :mod:`~femurseg.inference.report`, :mod:`~femurseg.inference.qc`,
 :mod:`~femurseg.inference.writers`, :mod:`~femurseg.inference.cohort` (many scans,
-through ``Trainer.predict``) and :mod:`~femurseg.inference.command` (``femurseg segment``).
+through ``Trainer.predict``). The command line is :mod:`femurseg.commands.segment`.
 
 Names are imported lazily so that ``import femurseg.inference`` stays cheap.
 """
@@ -37,7 +37,6 @@ _EXPORTS = {
     "fit_thresholds": "femurseg.inference.thresholds",
     "read_thresholds": "femurseg.inference.thresholds",
     "Thresholds": "femurseg.inference.thresholds",
-    "main": "femurseg.inference.command",
 }
 
 __all__ = list(_EXPORTS)

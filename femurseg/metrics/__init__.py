@@ -15,7 +15,7 @@ Examples
 
 from __future__ import annotations
 
-from femurseg.metrics.evaluate import TARGETS, evaluate_cohort, evaluate_label_maps, main
+from femurseg.metrics.evaluate import TARGETS, evaluate_cohort, evaluate_label_maps
 from femurseg.metrics.overlap import dice, iou, overlap_metrics, precision, sensitivity
 from femurseg.metrics.surface import (
     SurfaceDistances,
@@ -38,7 +38,6 @@ __all__ = [
     "hausdorff_distance",
     "hd95",
     "iou",
-    "main",
     "overlap_metrics",
     "precision",
     "sensitivity",

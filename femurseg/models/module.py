@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import torch

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from femurseg.data.io import read_image, verify_complete
-from femurseg.data.validate import main as check_main
+from femurseg.commands.check import main as check_main
 from femurseg.data.validate import validate_manifest
 from femurseg.errors import DataError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from femurseg.data.manifest import parse_manifest, read_manifest
-from femurseg.data.validate import main as check_main
+from femurseg.commands.check import main as check_main
 from femurseg.errors import ManifestError
 
 

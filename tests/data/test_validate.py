@@ -11,7 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from femurseg.data.datamodule import FemurDataModule
-from femurseg.data.validate import ValidationSettings, main, read_image_info, validate_manifest
+from femurseg.commands.check import main
+from femurseg.data.validate import ValidationSettings, read_image_info, validate_manifest
 from femurseg.errors import ManifestError
 
 SHAPE = (10, 12, 12)  # (z, y, x)

@@ -14,7 +14,7 @@ from torch import nn
 from femurseg.data.preprocess import Preprocessing
 from femurseg.inference import writers
 from femurseg.inference.cohort import discover_inputs
-from femurseg.inference.command import main
+from femurseg.commands.segment import main
 from femurseg.inference.contours import contours_to_mask
 from femurseg.models import NETS
 

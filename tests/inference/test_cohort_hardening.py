@@ -14,7 +14,7 @@ from torch import nn
 from femurseg.data.preprocess import Preprocessing
 from femurseg.inference import writers
 from femurseg.inference.cohort import ScanInput, output_name_problem
-from femurseg.inference.command import main
+from femurseg.commands.segment import main
 from femurseg.models import NETS
 
 

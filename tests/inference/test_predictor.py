@@ -265,7 +265,7 @@ def test_refinement_is_on_by_default_recorded_and_can_be_switched_off(tmp_path):
     errors = [int(((sitk.GetArrayFromImage(r.label) >= 1) != bone).sum()) for r in (refined, plain)]
     assert errors[0] <= errors[1]   # on a sharp edge, half maximum is the bone's own boundary
 
-    from femurseg.inference.command import main
+    from femurseg.commands.segment import main
     sitk.WriteImage(image, str(tmp_path / "scan.nii.gz"))
     assert main(["--periosteal", str(p), "--endosteal", str(e), "--input", str(tmp_path / "scan.nii.gz"),
                  "--output", str(tmp_path / "out"), "--tta", "none", "--no-qc", "--refine", "none"]) == 0

@@ -12,8 +12,9 @@ import torch
 from femurseg.models.checkpoints import load_checkpoints
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities
 from femurseg.inference.predictor import InferenceSettings, Predictor
+from femurseg.commands.thresholds import main
 from femurseg.inference.thresholds import (
-    Thresholds, ThresholdsError, fit_thresholds, main, read_thresholds, volume_threshold,
+    Thresholds, ThresholdsError, fit_thresholds, read_thresholds, volume_threshold,
 )
 from femurseg.data.manifest import read_manifest
 
@@ -104,7 +105,7 @@ def test_commands_fit_write_and_apply_thresholds(tmp_path, capsys):
     fitted = read_thresholds(out)
     assert fitted.subjects == ["s0", "s1"]
 
-    from femurseg.inference.command import main as segment_main
+    from femurseg.commands.segment import main as segment_main
 
     def volumes(folder, *extra):
         assert segment_main(["--periosteal", str(periosteal), "--endosteal", str(endosteal), "--input",

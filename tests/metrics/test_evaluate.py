@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from femurseg.errors import DataError
-from femurseg.metrics.evaluate import METRICS, TARGETS, evaluate_cohort, evaluate_label_maps, main
+from femurseg.commands.evaluate import main
+from femurseg.metrics.evaluate import METRICS, TARGETS, evaluate_cohort, evaluate_label_maps
 from femurseg.metrics.overlap import overlap_metrics
 from femurseg.metrics.surface import surface_metrics
 from femurseg.metrics.volume import volume_cm3
