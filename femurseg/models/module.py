@@ -25,6 +25,7 @@ from femurseg.models.checkpoints import FORMAT_VERSION
 from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpoint_layout, update_ema
 from femurseg.models.registry import LOSSES, NETS
 from femurseg.models.schedules import Schedule, lr_factor
+from femurseg.sliding import sliding_window_inference
 
 __all__ = ["training_record", "SegmentationModule", "Target", "TARGET_CLASSES", "make_target", "make_soft_target", "adamw"]
 
@@ -252,29 +253,15 @@ class SegmentationModule(pl.LightningModule):
     def predict_volume(self, image: torch.Tensor) -> torch.Tensor:
         """Sliding-window class probabilities ``(C, W, H, D)`` for one image ``(1, W, H, D)``.
 
-        Windows of ``patch_size`` overlap by ``val_overlap`` and are blended with
-        a Hann window (TorchIO ``GridSampler`` + ``GridAggregator``).
+        The same inferer as ``femurseg segment`` (:func:`femurseg.sliding.sliding_window_inference`:
+        Gaussian blending, edge-replicating padding of volumes smaller than a window), with
+        windows of ``patch_size`` overlapping by ``val_overlap``, so validation Dice is measured
+        the way users predict.
         """
-        spatial = torch.tensor(image.shape[1:])
-        patch = torch.tensor(self.patch_size)
-        padding = torch.clamp(patch - spatial, min=0)
-        subject = tio.Subject(image=tio.ScalarImage(tensor=image.cpu()))
-        if padding.any():
-            pad = [int(v) for p in padding for v in (p // 2, p - p // 2)]
-            subject = tio.Pad(pad, padding_mode="minimum")(subject)
-        overlap = [2 * int(self.hparams.val_overlap * s / 2) for s in self.patch_size]
-        sampler = tio.GridSampler(subject, self.patch_size, overlap)
-        aggregator = tio.inference.GridAggregator(sampler, overlap_mode="hann")
-        loader = tio.SubjectsLoader(sampler, batch_size=self.hparams.val_batch_size)
-        for patches in loader:
-            logits = self(patches["image"][tio.DATA].to(self.device))
-            aggregator.add_batch(logits.float().softmax(dim=1).cpu(), patches[tio.LOCATION])
-        probabilities = aggregator.get_output_tensor()
-        if padding.any():
-            start = padding // 2
-            stop = start + spatial
-            probabilities = probabilities[:, start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]]
-        return probabilities
+        return sliding_window_inference(
+            image[None].to(self.device), self, self.patch_size, overlap=self.hparams.val_overlap, blend="gaussian",
+            batch_size=self.hparams.val_batch_size, activation="softmax", pad_mode="replicate",
+        )[0]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         image = batch["image"][tio.DATA][0]

@@ -296,3 +296,26 @@ def test_registry_lookup_for_file_names_never_imports():
     with pytest.raises(KeyError):
         NETS.create_registered("os.system", command="true")
     assert NETS.get_registered("unet3d") is NETS.get("unet3d")
+
+
+def test_validation_and_segment_give_the_same_probabilities(tmp_path):
+    """The module validates with the inferer `segment` uses: same window, blending and padding."""
+    from femurseg.models import SegmentationModule
+
+    torch.manual_seed(0)
+    module = SegmentationModule(net="unet3d", net_kwargs={"channels": [4, 8], "strides": [2]}, target="compartments",
+                                patch_size=16, val_overlap=0.5, val_batch_size=3).eval()
+    volume = torch.rand(1, 30, 22, 12) * 2 - 1  # (1, X, Y, Z), one axis shorter than the window
+    with torch.no_grad():
+        validation = module.predict_volume(volume)
+    path = tmp_path / "c.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in module.net.state_dict().items()},
+                "femurseg": {"format_version": 1, "target": "compartments", "net": "unet3d",
+                             "net_kwargs": module.net_kwargs, "preprocessing": SETTINGS.to_dict(),
+                             "patch_size": [16, 16, 16], "classes": module.classes}}, path)
+    predictor = Predictor(load_checkpoints([path]), InferenceSettings(tta="none", windows="all", overlap=0.5,
+                                                                      blend="gaussian", precision="fp32"))
+    image = sitk.GetImageFromArray(volume[0].permute(2, 1, 0).numpy())
+    maps = predictor.probabilities(image)  # P(periosteal), P(endosteal)
+    assert torch.allclose(maps[0], 1 - validation[0], atol=1e-5)
+    assert torch.allclose(maps[1], validation[2], atol=1e-5)
