@@ -251,6 +251,12 @@ def _report_row(scan: ScanInput, report: dict[str, Any], seconds: float) -> dict
             row[f"vbmd_{name}_mg_cm3"] = report["vbmd_mg_cm3"][name]
     if "bmc_g" in report:
         row["bmc_periosteal_g"] = report["bmc_g"]["periosteal"]
+    femurs = report.get("femurs", [])
+    row["femurs"] = len(femurs)
+    row["sides"] = " ".join(f["side"] for f in femurs)
+    for femur in femurs:  # one femur per side (a bilateral scan has both)
+        for name in ("periosteal", "cortical", "trabecular"):
+            row[f"{femur['side']}_volume_{name}_cm3"] = femur["volume_cm3"][name]
     return row
 
 

@@ -49,7 +49,10 @@ SUMMARY_COLUMNS = [
     "subject_id", "image", "volume_periosteal_cm3", "volume_cortical_cm3", "volume_trabecular_cm3",
     "mean_hu_periosteal", "mean_hu_cortical", "mean_hu_trabecular",
     "vbmd_periosteal_mg_cm3", "vbmd_cortical_mg_cm3", "vbmd_trabecular_mg_cm3",
-    "bmc_periosteal_g", "uncertainty", "qc_flag", "seconds",
+    "bmc_periosteal_g", "femurs", "sides",
+    "right_volume_periosteal_cm3", "right_volume_cortical_cm3", "right_volume_trabecular_cm3",
+    "left_volume_periosteal_cm3", "left_volume_cortical_cm3", "left_volume_trabecular_cm3",
+    "uncertainty", "qc_flag", "seconds",
 ]
 ERROR_COLUMNS = ["subject_id", "image", "error_type", "message"]
 

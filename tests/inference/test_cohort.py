@@ -88,6 +88,9 @@ def test_cohort_with_a_corrupt_scan_finishes_and_reports_it(cohort, tmp_path, ca
     summary = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["subject_id"] for r in summary] == ["a", "b"]
     assert float(summary[0]["volume_periosteal_cm3"]) > 1.0 and summary[0]["vbmd_trabecular_mg_cm3"]
+    side = summary[0]["sides"]  # one femur: its side and volumes get their own columns
+    assert summary[0]["femurs"] == "1" and side in ("left", "right")
+    assert summary[0][f"{side}_volume_periosteal_cm3"] == summary[0]["volume_periosteal_cm3"]
     assert sorted(p.name for p in out.iterdir()) == ["a", "b", "errors.csv", "summary.csv"]
     folder = out / "a"
     assert sorted(p.name for p in folder.iterdir()) == [
