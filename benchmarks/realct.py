@@ -151,8 +151,8 @@ def figure(rows: list[dict[str, object]], path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
-def markdown(rows: list[dict[str, object]], note: str, figure_path: Path | None) -> str:
-    lines = [SECTION, "", note, "",
+def markdown(rows: list[dict[str, object]], note: str, figure_path: Path | None, section: str = SECTION) -> str:
+    lines = [section, "", note, "",
              "| slices | level | median Dice | 10th percentile | worst | Dice ≥ 0.9 | median area outside the mask | "
              "slices with ≤ 20 % outside |", "|---|---|---|---|---|---|---|---|"]
     groups = [("all", rows)] + [(name, [r for r in rows if r["level"] == name])
@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--endosteal", nargs="+", default=[])
     parser.add_argument("--per-patient", type=int, default=None, help="evenly spaced slices per patient (default all)")
     parser.add_argument("--csv", type=Path, help="write the per-slice rows here")
+    parser.add_argument("--section", default=SECTION, help="Markdown section title to write (with --append)")
     parser.add_argument("--slices", type=Path, default=Path("../shared/realct/slices"))
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--slice-mm", type=float, default=2.0)
@@ -204,10 +205,10 @@ def main() -> None:
             writer.writerows(plain)
     if args.figure:
         figure(rows, args.figure)
-    text = markdown(rows, args.note, args.figure)
+    text = markdown(rows, args.note, args.figure, args.section)
     print(text)
     if args.append:
-        replace_section(args.append, SECTION, text)
+        replace_section(args.append, args.section, text)
 
 
 if __name__ == "__main__":
