@@ -32,6 +32,7 @@ import json
 import time
 import statistics
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -94,9 +95,21 @@ def select(slices: Path, per_patient: int | None) -> list[Path]:
     return chosen
 
 
+def interleaved(paths: list[Path]) -> list[Path]:
+    """Patients taken in turn (first slice of each patient, then the second, ...), so that any prefix of
+    the list, or any shard of it, samples every patient and level alike."""
+    by_patient: dict[str, list[Path]] = {}
+    for path in paths:
+        by_patient.setdefault(path.name.split("_s")[0], []).append(path)
+    groups = list(by_patient.values())
+    return [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
+
+
 def evaluate(periosteal: list[str], endosteal: list[str], slices: Path, depth: int, slice_mm: float,
              refine: bool = True, checkpoints: list[str] | None = None, model: str | None = None,
-             per_patient: int | None = None) -> list[dict[str, object]]:
+             per_patient: int | None = None, shard: tuple[int, int] = (0, 1), stream: Any = None,
+             names: set[str] | None = None) -> list[dict[str, object]]:
+    """Score the slices (a shard of them); each row is also written to ``stream`` (CSV) as soon as it is known."""
     from femurseg.models.checkpoints import load_checkpoints
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.inference.refine import Refinement
@@ -111,7 +124,11 @@ def evaluate(periosteal: list[str], endosteal: list[str], slices: Path, depth: i
     predictor = Predictor(loaded, settings)
     paths = select(slices, per_patient)
     level = levels(paths)
-    rows = []
+    paths = interleaved(paths)[shard[0]::shard[1]]
+    if names is not None:
+        paths = [p for p in paths if p.name[: -len("_ct.nii.gz")] in names]
+    rows: list[dict[str, object]] = []
+    writer = None
     for ct_path in paths:
         mask_path = ct_path.with_name(ct_path.name.replace("_ct.", "_femur."))
         ct = sitk.ReadImage(str(ct_path))
@@ -124,6 +141,13 @@ def evaluate(periosteal: list[str], endosteal: list[str], slices: Path, depth: i
                      "outside_fraction": round(float((predicted & ~reference).sum()) / max(int(reference.sum()), 1), 4),
                      "trabecular_fraction": round(float((label == 2).sum()) / max(int(predicted.sum()), 1), 3),
                      "_ct": sitk.GetArrayFromImage(ct), "_label": label, "_reference": reference})
+        if stream is not None:
+            plain = {k: v for k, v in rows[-1].items() if not k.startswith("_")}
+            if writer is None:
+                writer = csv.DictWriter(stream, fieldnames=list(plain))
+                writer.writeheader()
+            writer.writerow(plain)
+            stream.flush()
     return rows
 
 
@@ -181,6 +205,10 @@ def main() -> None:
     parser.add_argument("--per-patient", type=int, default=None, help="evenly spaced slices per patient (default all)")
     parser.add_argument("--csv", type=Path, help="write the per-slice rows here")
     parser.add_argument("--section", default=SECTION, help="Markdown section title to write (with --append)")
+    parser.add_argument("--shard", default="0/1", help="K/N: score every N-th slice from the K-th (run N in parallel)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 per shard process)")
+    parser.add_argument("--summarize", type=Path, nargs="+",
+                        help="CSVs of shard runs: print the table (and the figure, re-segmenting its six slices)")
     parser.add_argument("--slices", type=Path, default=Path("../shared/realct/slices"))
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--slice-mm", type=float, default=2.0)
@@ -190,19 +218,32 @@ def main() -> None:
     parser.add_argument("--note", default="", help="what the models are, for the Markdown section")
     parser.add_argument("--append", type=Path, help="replace or add this section in a Markdown file")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    shard = tuple(int(v) for v in args.shard.split("/"))
+    kwargs = dict(refine=args.refine == "half-maximum", checkpoints=args.checkpoints, model=args.model,
+                  per_patient=args.per_patient)
     start = time.perf_counter()
-    rows = evaluate(args.periosteal, args.endosteal, args.slices, args.depth, args.slice_mm,
-                    refine=args.refine == "half-maximum", checkpoints=args.checkpoints, model=args.model,
-                    per_patient=args.per_patient)
+    if args.summarize:
+        rows = [dict(r, dice=float(r["dice"]), outside_fraction=float(r["outside_fraction"]))
+                for path in args.summarize for r in csv.DictReader(path.open())]
+        if args.figure:  # the six slices of the figure, segmented again with their pictures
+            ranked = sorted(rows, key=lambda r: r["dice"])
+            picks = {r["slice"] for r in (ranked[-1], ranked[-len(ranked) // 4], ranked[len(ranked) // 2],
+                                          ranked[len(ranked) // 4], ranked[1], ranked[0])}
+            pictured = {r["slice"]: r for r in evaluate(args.periosteal, args.endosteal, args.slices, args.depth,
+                                                         args.slice_mm, names=picks, **kwargs)}
+            rows = [pictured.get(r["slice"], r) for r in rows]
+    else:
+        stream = args.csv.open("w", newline="") if args.csv else None
+        rows = evaluate(args.periosteal, args.endosteal, args.slices, args.depth, args.slice_mm, shard=shard,
+                        stream=stream, **kwargs)
+        if stream is not None:
+            stream.close()
     plain = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
-    for row in plain:
-        print(json.dumps(row))
     print(f"{len(rows)} slices in {time.perf_counter() - start:.0f} s")
-    if args.csv:
-        with args.csv.open("w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=list(plain[0]))
-            writer.writeheader()
-            writer.writerows(plain)
     if args.figure:
         figure(rows, args.figure)
     text = markdown(rows, args.note, args.figure, args.section)
