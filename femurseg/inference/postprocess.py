@@ -66,6 +66,12 @@ class Postprocessing:
         fraction of the first's voxels.
     auto_side_fraction, auto_side_distance_mm
         The tests of ``bilateral="auto"``.
+    min_mean_hu
+        Before the largest components are chosen, drop periosteal components whose
+        mean intensity is below this (HU; needs the scan): a femur's mean is far above
+        (real femur cross-sections: 92-1400 HU, 1st percentile 136), while a patient
+        table or a fat plane called bone is not. If no component passes, none is
+        dropped. ``None`` switches the rule off.
     fill_holes
         Fill enclosed holes of both masks.
     min_cortex_mm
@@ -82,6 +88,7 @@ class Postprocessing:
     min_side_fraction: float = 0.2
     auto_side_fraction: float = 0.35
     auto_side_distance_mm: float = 90.0
+    min_mean_hu: float | None = 50.0
     fill_holes: bool = True
     min_cortex_mm: float = 0.0
     thresholds: tuple[float, float] = (0.5, 0.5)
@@ -151,6 +158,16 @@ def largest_components(mask: np.ndarray, count: int = 1, min_fraction: float = 0
     return np.isin(labels, keep)
 
 
+def _dense_components(mask: np.ndarray, image: np.ndarray, min_mean: float) -> np.ndarray:
+    """The components of ``mask`` whose mean intensity is at least ``min_mean`` (all of them if none is)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n < 1:
+        return mask
+    means = np.asarray(ndimage.mean(image, labels, np.arange(1, n + 1)))
+    keep = np.flatnonzero(means >= min_mean) + 1
+    return np.isin(labels, keep) if len(keep) else mask
+
+
 def _femora(mask: np.ndarray, spacing: Sequence[float], min_fraction: float, min_distance_mm: float) -> np.ndarray:
     """The largest component, plus the second when it is a second femur (large enough and far enough away)."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
@@ -189,6 +206,7 @@ def postprocess(
     endosteal: np.ndarray,
     spacing: Sequence[float],
     settings: Postprocessing | None = None,
+    image: np.ndarray | None = None,
 ) -> np.ndarray:
     """Clean and nest the two masks into the 0/1/2 label map.
 
@@ -200,6 +218,8 @@ def postprocess(
         Voxel spacing ``(x, y, z)`` in mm.
     settings
         See :class:`Postprocessing`; defaults when ``None``.
+    image
+        The scan in HU ``(z, y, x)``, for ``settings.min_mean_hu`` (skipped without it).
 
     Returns
     -------
@@ -219,6 +239,8 @@ def postprocess(
     inner = endosteal[box].astype(bool) & outer
 
     if settings.largest_component:
+        if image is not None and settings.min_mean_hu is not None:
+            outer = _dense_components(outer, image[box], settings.min_mean_hu)
         if settings.bilateral == "auto":
             outer = _femora(outer, spacing, settings.auto_side_fraction, settings.auto_side_distance_mm)
         else:

@@ -290,14 +290,15 @@ class Predictor:
             deviation = (maps[2:].float() - maps[:2].float() ** 2).clamp_(min=0).sqrt_().amax(dim=0)
             spread = _resample(deviation, grid, image)
         del maps
+        hu = sitk.GetArrayViewFromImage(image)
         decoding = "argmax" if self.checkpoints.kind == "compartments" else "threshold"
         outer, inner = decode_probabilities(outer_p, inner_p, decoding, s.postprocessing.thresholds)
-        array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing)
+        array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing, hu)
         del outer, inner
         if s.refinement is not None:
-            outer, inner = refine_contours(sitk.GetArrayViewFromImage(image), periosteal_mask(array), endosteal_mask(array),
+            outer, inner = refine_contours(hu, periosteal_mask(array), endosteal_mask(array),
                                            image.GetSpacing(), s.refinement)
-            array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing)
+            array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing, hu)
             del outer, inner
         label = sitk.GetImageFromArray(array)
         label.CopyInformation(image)

@@ -94,3 +94,18 @@ def test_bilateral_auto_keeps_a_second_femur_only_when_it_is_one():
     assert ndimage.label(postprocess(above, above.copy(), (4.0, 4.0, 4.0)) > 0, np.ones((3, 3, 3)))[1] == 1
     never = postprocess(two, two.copy(), (4.0, 4.0, 4.0), Postprocessing(bilateral=False))
     assert ndimage.label(never > 0, np.ones((3, 3, 3)))[1] == 1
+
+
+def test_components_below_bone_density_are_dropped_before_the_largest_is_kept():
+    """A table called bone (large, mostly foam) must not win over the femur (smaller, dense)."""
+    shape = (20, 20, 48)
+    table, femur = _ball(shape, (10, 10, 12), 8), _ball(shape, (10, 10, 38), 5)
+    hu = np.where(table, -600.0, np.where(femur, 400.0, 0.0))
+    both = table | femur
+    kept = postprocess(both, both.copy(), (1.0, 1.0, 1.0), image=hu)
+    assert (kept[femur] > 0).all() and not (kept[table] > 0).any()
+    assert (postprocess(both, both.copy(), (1.0, 1.0, 1.0))[table] > 0).all()  # without the scan: the largest
+    off = postprocess(both, both.copy(), (1.0, 1.0, 1.0), Postprocessing(min_mean_hu=None), image=hu)
+    assert (off[table] > 0).all()
+    faint = postprocess(table, table.copy(), (1.0, 1.0, 1.0), image=hu)  # nothing passes: nothing is dropped
+    assert (faint[table] > 0).all()
