@@ -40,7 +40,7 @@ from femurseg.labels import OUT_CHANNELS, TARGETS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "CheckpointInfo", "CheckpointSet", "read_checkpoint", "load_checkpoints", "build_net", "average_weights"]
+__all__ = ["FORMAT_VERSION", "sha256_of", "CheckpointInfo", "CheckpointSet", "read_checkpoint", "load_checkpoints", "build_net", "average_weights"]
 
 #: version of the ``checkpoint["femurseg"]`` metadata that SegmentationModule writes and this module reads
 FORMAT_VERSION = 1
@@ -125,7 +125,8 @@ class CheckpointSet:
         return [m.describe() for m in self.members]
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file (checkpoints in reports, bundled weights against their index)."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -180,7 +181,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
                     "it is not the configured training", path, training.get("global_step"))
     return CheckpointInfo(
         path=str(path), target=target, net=str(meta["net"]), net_kwargs=dict(meta.get("net_kwargs") or {}),
-        preprocessing=preprocessing, patch_size=patch, state_dict=state, sha256=_sha256(path),  # type: ignore[arg-type]
+        preprocessing=preprocessing, patch_size=patch, state_dict=state, sha256=sha256_of(path),  # type: ignore[arg-type]
         mirror_axes=_mirror_axes(meta, checkpoint),
     )
 

@@ -24,7 +24,6 @@ True
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import subprocess
@@ -36,9 +35,10 @@ import torch
 
 from femurseg.atomic import atomic_write_bytes
 from femurseg.errors import CheckpointError
+from femurseg.models.checkpoints import read_checkpoint, sha256_of
 
 __all__ = ["DEFAULT_MODEL", "WEIGHTS_DIR", "BundledModel", "list_models", "get_model", "model_path",
-           "package_checkpoint", "sha256_of"]
+           "package_checkpoint"]
 
 #: the model ``femurseg segment`` uses when no checkpoint is given
 DEFAULT_MODEL = "femur-ct-v1"
@@ -105,15 +105,6 @@ def get_model(name: str | None = None, weights_dir: Path = WEIGHTS_DIR) -> Bundl
     raise CheckpointError(f"no bundled model {name!r}; bundled models: {known} (femurseg models lists them)")
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_path(name: str | None = None, weights_dir: Path = WEIGHTS_DIR) -> Path:
     """Path of a bundled model's weights after checking their SHA-256 against the index.
 
@@ -175,8 +166,6 @@ def package_checkpoint(
     CheckpointError
         If the checkpoint cannot be read safely or the result exceeds the size budget.
     """
-    from femurseg.models.checkpoints import read_checkpoint
-
     source = Path(checkpoint)
     info = read_checkpoint(source)  # refuses pickled code and unregistered nets
     raw = torch.load(source, map_location="cpu", weights_only=True)
