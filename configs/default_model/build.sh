@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Rebuild the bundled default model femur-ct-v1 from synthetic phantoms alone (docs/model_card.md).
-#   bash configs/default_model/build.sh            # ~1.3 h on 2 CPU cores; minutes on a GPU
-# 1. femurseg fit generates the 90-phantom `transfer` cohort (seed 100000) and trains 2500 steps;
-# 2. femurseg models --package writes femurseg/models/bundled/femur-ct-v1.pt (weights and card)
+# Rebuild a bundled default model from synthetic phantoms alone (docs/model_card.md).
+#   bash configs/default_model/build.sh [NAME]     # NAME: femur-ct-v2 (default) or femur-ct-v1
+# ~1.3 h on 2 CPU cores; minutes on a GPU (add --trainer.precision bf16-mixed there).
+# 1. femurseg fit generates the 90-phantom `transfer` cohort (seed 100000) and trains 2500 steps
+#    with configs/default_model/NAME.yaml;
+# 2. femurseg models --package writes femurseg/models/weights/NAME.pt (weights and card)
 #    with the command, seed and git commit recorded, and prints its SHA-256.
+# Extra arguments after NAME go to femurseg fit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+name="${1:-femur-ct-v2}"
+shift || true
 export WANDB_MODE="${WANDB_MODE:-offline}"
-femurseg fit --config configs/default_model/femur-ct-v1.yaml "$@"
-femurseg models --package runs/default_model/femur-ct-v1/fold_all/checkpoints/last.ckpt \
-    --name femur-ct-v1 --recipe "bash configs/default_model/build.sh"
+femurseg fit --config "configs/default_model/${name}.yaml" "$@"
+femurseg models --package "runs/default_model/${name}/fold_all/checkpoints/last.ckpt" \
+    --name "${name}" --recipe "bash configs/default_model/build.sh ${name}"

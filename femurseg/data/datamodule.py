@@ -126,6 +126,10 @@ class FemurDataModule(pl.LightningDataModule):
     label_probabilities
         ``LabelSampler`` probability of centring a patch on each label value
         (0 background, 1 cortical, 2 trabecular).
+    centre_jitter
+        How far (fraction of the half patch) a sampled centre moves, so the
+        structure is seen anywhere in the patch, not only mid-patch (see
+        :class:`~femurseg.data.sampling.ClassBalancedSampler`).
     synthetic_n, synthetic_seed, synthetic_preset, synthetic_dir
         The synthetic cohort used without a manifest, and where it is generated once.
     validate
@@ -164,6 +168,7 @@ class FemurDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         augmentation: Preset = "default",
         label_probabilities: dict[int, float] | None = None,
+        centre_jitter: float = 0.0,
         synthetic_n: int = 40,
         synthetic_seed: int = 0,
         synthetic_preset: str = "quick",
@@ -291,7 +296,8 @@ class FemurDataModule(pl.LightningDataModule):
         subject_sampler = DistributedSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.hparams.split_seed
         )
-        sampler = ClassBalancedSampler(self.patch_size, "label", self.label_probabilities)
+        sampler = ClassBalancedSampler(self.patch_size, "label", self.label_probabilities,
+                                       self.hparams.centre_jitter)
         queue = tio.Queue(
             dataset,
             max_length=self.hparams.queue_length,

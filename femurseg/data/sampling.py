@@ -49,6 +49,15 @@ class ClassBalancedSampler(RandomSampler):
         Probability of centring a patch on each label value (need not sum to 1).
         Classes absent from a subject are skipped and the rest renormalised; a
         subject with none of them is sampled uniformly (with a warning).
+    centre_jitter
+        Fraction of the half patch by which the drawn centre is moved, uniformly
+        and independently per axis (then clipped so the patch stays inside the
+        volume). ``0`` (default) is TorchIO's ``LabelSampler``: a drawn voxel is
+        always the patch centre, so the structure sits mid-patch. ``1`` puts the
+        drawn voxel anywhere in the patch, so the network also learns the
+        structure near a window's edge, where sliding-window inference meets it
+        (the real-CT benchmark showed ``0`` made predictions depend on where the
+        window grid falls).
 
     Notes
     -----
@@ -59,8 +68,12 @@ class ClassBalancedSampler(RandomSampler):
     def __init__(
         self, patch_size: int | tuple[int, int, int], label_name: str = "label",
         label_probabilities: Mapping[int, float] | None = None,
+        centre_jitter: float = 0.0,
     ) -> None:
         super().__init__(patch_size)
+        if not 0.0 <= centre_jitter <= 1.0:
+            raise ValueError(f"centre_jitter must be in [0, 1], got {centre_jitter}")
+        self.centre_jitter = float(centre_jitter)
         probabilities = dict(label_probabilities or {0: 0.2, 1: 0.4, 2: 0.4})
         if any(p < 0 for p in probabilities.values()) or not any(p > 0 for p in probabilities.values()):
             raise ValueError(f"label_probabilities must be >= 0 with one > 0, got {probabilities}")
@@ -87,6 +100,10 @@ class ClassBalancedSampler(RandomSampler):
             if classes:
                 value = classes[int(rng.choice(len(classes), p=weights / weights.sum()))]
                 centre = self._draw(interior, value, counts[value], indices, rng)
+                if self.centre_jitter > 0.0:
+                    reach = np.floor(self.centre_jitter * (self.patch_size.astype(int) - 1) / 2).astype(int)
+                    shift = np.array([rng.integers(-r, r + 1) for r in reach])
+                    centre = np.clip(centre + shift, 0, np.array(interior.shape) - 1)
             else:
                 centre = np.array([rng.integers(n) for n in interior.shape])
             yield self.extract_patch(subject, tuple(int(c) for c in centre))  # interior index = patch start

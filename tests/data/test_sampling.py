@@ -63,3 +63,30 @@ def test_seeded_and_matches_torchio_label_sampler_semantics():
 def test_invalid_probabilities():
     with pytest.raises(ValueError, match="label_probabilities"):
         ClassBalancedSampler(PATCH, "label", {0: 0.0, 1: 0.0})
+
+
+def rare_voxel_offsets(jitter: float, n: int = 400) -> np.ndarray:
+    """Where the rare class (a 4x3x20 bar at x 30-33, y 30-32) lies relative to each patch's start."""
+    torch.manual_seed(1)
+    sampler = ClassBalancedSampler(PATCH, "label", {2: 1.0}, centre_jitter=jitter)
+    offsets = []
+    for patch in sampler(subject(), num_patches=n):
+        i, j, _ = (int(v) for v in patch[tio.LOCATION][:3])
+        offsets.append((31.5 - i, 31.0 - j))
+        assert (patch["label"].data == 2).any()  # the drawn voxel is always inside the patch
+    return np.array(offsets)
+
+
+def test_centre_jitter_spreads_the_structure_over_the_patch():
+    still = rare_voxel_offsets(0.0)
+    moved = rare_voxel_offsets(1.0)
+    # without jitter the bar stays within its own half-width of the centre (8)
+    assert np.abs(still - PATCH / 2).max() <= 2.0
+    # with full jitter it is seen near both edges, spread roughly uniformly over the patch
+    assert moved.min() < 2.5 and moved.max() > PATCH - 3.5
+    assert 3.0 < moved[:, 0].std() < 6.0
+
+
+def test_invalid_centre_jitter():
+    with pytest.raises(ValueError, match="centre_jitter"):
+        ClassBalancedSampler(PATCH, "label", {1: 1.0}, centre_jitter=1.5)
