@@ -7,6 +7,12 @@ modules that define the components; third-party packages add components through
 a Python entry-point group (``femurseg.nets`` for networks), which is read once,
 on first lookup.
 
+A component declares what it needs when it registers: ``register(name, metadata=...)``
+stores a metadata object beside the constructor (for networks a
+:class:`femurseg.models.registry.NetSpec`, as timm keeps a ``default_cfg`` beside each
+model), and :meth:`Registry.metadata` returns it, so that callers read a declaration
+instead of inspecting signatures or parameter names.
+
 Examples
 --------
 >>> from femurseg.registry import Registry
@@ -73,24 +79,47 @@ class Registry(Generic[T]):
         Optional entry-point group scanned once, on first lookup, for third-party
         components. Each entry point's name is the registry name and its value the
         constructor (``mypkg.nets:TinyNet``).
+    metadata_type
+        Optional class of the metadata that components declare at registration;
+        :meth:`metadata` returns ``metadata_type()`` (the defaults) for a component
+        that declared none, and :meth:`register` refuses metadata of another type.
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None,
+                 metadata_type: type | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.metadata_type = metadata_type
         self._items: dict[str, T] = {}
+        self._metadata: dict[str, Any] = {}
         self._plugins_loaded = entry_point_group is None
 
-    def register(self, name: str, obj: T | None = None) -> Any:
+    def register(self, name: str, obj: T | None = None, *, metadata: Any = None) -> Any:
         """Register ``obj`` under ``name``; usable as a decorator.
+
+        Parameters
+        ----------
+        name
+            lower_snake registry name.
+        obj
+            The constructor; omit it to use ``register`` as a decorator.
+        metadata
+            What the component declares about itself (an instance of the registry's
+            ``metadata_type``); ``None`` keeps what was declared before for this name,
+            else the defaults.
 
         Raises
         ------
         ValueError
             If the name is not lower_snake or is already taken.
+        TypeError
+            If ``metadata`` is not an instance of the registry's ``metadata_type``.
         """
         if not _NAME.match(name):
             raise ValueError(f"{self.kind} name {name!r} must be lower_snake (e.g. 'unet3d')")
+        if metadata is not None and (self.metadata_type is None or not isinstance(metadata, self.metadata_type)):
+            expected = self.metadata_type.__name__ if self.metadata_type is not None else "no metadata"
+            raise TypeError(f"{self.kind} {name!r}: metadata must be {expected}, got {type(metadata).__name__}")
 
         def decorator(item: T) -> T:
             if name in self._items and self._items[name] is not item:
@@ -99,6 +128,8 @@ class Registry(Generic[T]):
                     f"(by {_qualified_name(self._items[name])})"
                 )
             self._items[name] = item
+            if metadata is not None:
+                self._metadata[name] = metadata
             return item
 
         return decorator(obj) if obj is not None else decorator
@@ -169,6 +200,26 @@ class Registry(Generic[T]):
         """:meth:`create` for names read from files: registered names only (see :meth:`get_registered`)."""
         self.get_registered(name)
         return self.create(name, **kwargs)
+
+    def metadata(self, name: str) -> Any:
+        """What the component ``name`` declared when it was registered.
+
+        A dotted path (an unregistered class) gets the declaration of the same object
+        registered under a name, if any. A component that declared nothing gets the
+        defaults, ``metadata_type()`` (``None`` for a registry without a metadata type).
+
+        Raises
+        ------
+        KeyError, ImportError
+            As :meth:`get`, if ``name`` is unknown.
+        """
+        item = self.get(name)
+        if name in self._metadata:
+            return self._metadata[name]
+        for other, registered in self._items.items():
+            if registered is item and other in self._metadata:
+                return self._metadata[other]
+        return self.metadata_type() if self.metadata_type is not None else None
 
     def names(self) -> list[str]:
         """Sorted registered names, plugins included."""

@@ -96,3 +96,19 @@ def test_broken_plugin_names_itself(monkeypatch):
     monkeypatch.setattr(registry_module, "entry_points", lambda group: [broken])
     with pytest.raises(ImportError, match="plugin 'broken'"):
         Registry("net", entry_point_group="g").names()
+
+
+def test_metadata_is_declared_at_registration():
+    registry = Registry("thing", metadata_type=dict)
+    registry.register("plain", int)
+    registry.register("described", float, metadata={"fast": True})
+    assert registry.metadata("plain") == {} and registry.metadata("described") == {"fast": True}
+    registry.register("described", float)  # re-registering without metadata keeps the declaration
+    assert registry.metadata("described") == {"fast": True}
+    assert registry.metadata("builtins.float") == {"fast": True}  # a dotted path to a registered object
+    with pytest.raises(TypeError, match="metadata must be dict"):
+        registry.register("wrong", str, metadata=["fast"])
+    with pytest.raises(TypeError, match="no metadata"):
+        Registry("loss").register("x", int, metadata={"a": 1})
+    with pytest.raises(KeyError, match="unknown thing"):
+        registry.metadata("nothing")

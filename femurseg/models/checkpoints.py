@@ -238,6 +238,10 @@ def build_net(info: CheckpointInfo) -> nn.Module:
     ``docs/benchmarks.md`` it makes a 48³ window ~20 % faster under bf16 autocast,
     with outputs equal to the default layout up to float rounding.
 
+    The net is built as its registration declares (:class:`~femurseg.models.registry.NetSpec`):
+    with ``deep_supervision=False`` if it has deep supervision, and the weights of its
+    declared ``auxiliary_heads`` are ignored.
+
     Raises
     ------
     CheckpointError
@@ -245,10 +249,12 @@ def build_net(info: CheckpointInfo) -> nn.Module:
         or its output channels do not match the target.
     """
     from femurseg.models import NETS  # the registry is filled on import
+    from femurseg.models.registry import net_spec
 
-    kwargs = {**info.net_kwargs, "deep_supervision": False} if "deep_supervision" in info.net_kwargs else info.net_kwargs
     try:
-        net = NETS.create_registered(info.net, **kwargs)
+        NETS.get_registered(info.net)  # a name read from a file: never import a dotted path
+        spec = net_spec(info.net)
+        net = NETS.create_registered(info.net, **spec.inference_kwargs(info.net_kwargs))
     except (KeyError, ImportError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {info.path}: cannot build net {info.net!r}: {error}") from error
     try:
@@ -256,7 +262,7 @@ def build_net(info: CheckpointInfo) -> nn.Module:
     except RuntimeError as error:  # shapes that do not fit
         raise CheckpointError(f"checkpoint {info.path}: weights do not fit net {info.net!r}: "
                               f"{str(error).strip().splitlines()[-1].strip()}") from error
-    extra = [k for k in unexpected if not k.startswith("aux_heads.")]  # deep-supervision heads are unused
+    extra = [k for k in unexpected if not spec.is_auxiliary_weight(k)]  # deep-supervision heads are unused
     if missing or extra:
         raise CheckpointError(
             f"checkpoint {info.path}: weights do not fit net {info.net!r} (missing {missing[:3]}, unexpected {extra[:3]})"

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from femurseg.models.registry import LOSSES, NETS
+from femurseg.models.registry import LOSSES, NETS, net_spec
 
 __all__ = ["net_parameters", "count_parameters", "list_nets", "list_losses", "describe_net"]
 
@@ -80,8 +80,9 @@ def describe_net(name: str) -> str:
     """The YAML ``model:`` block that selects net ``name`` with all its default parameters.
 
     ``in_channels`` and ``out_channels`` are left out: the module fills them in
-    from the target; so is ``patch_size`` for nets that plan from it (filled in
-    from ``model.patch_size``, itself linked to ``data.patch_size``). Required
+    from the target; so is ``patch_size`` for nets that declare
+    ``NetSpec(needs_patch_size=True)`` (filled in from ``model.patch_size``, itself
+    linked to ``data.patch_size``). Required
     parameters (none for the built-in nets) appear as ``null`` with a comment.
 
     Examples
@@ -90,13 +91,14 @@ def describe_net(name: str) -> str:
     model:
     """
     cls = NETS.get(name)
+    filled_in = _FILLED_IN + (("patch_size",) if net_spec(name).needs_patch_size else ())
     kwargs = {k: (None if v is inspect.Parameter.empty else _plain(v))
-              for k, v in net_parameters(name).items() if k not in _FILLED_IN + ("patch_size",)}
+              for k, v in net_parameters(name).items() if k not in filled_in}
     required = [k for k, v in net_parameters(name).items() if v is inspect.Parameter.empty and k not in _FILLED_IN]
     block = yaml.safe_dump({"model": {"net": name, "net_kwargs": kwargs}}, sort_keys=False,
                            default_flow_style=None)
     header = [f"# {name}: {_summary(cls)}", f"# {count_parameters(name) / 1e6:.2f} M parameters with these defaults"]
     header += [f"# required: {', '.join(required)}"] if required else []
-    if "patch_size" in net_parameters(name):
+    if net_spec(name).needs_patch_size:
         header.append("# net_kwargs.patch_size: filled in from model.patch_size (linked to data.patch_size)")
     return "\n".join(header) + "\n" + block.rstrip()

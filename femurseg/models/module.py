@@ -8,7 +8,6 @@ rebuild the exact model without unpickling code (``checkpoint["femurseg"]``).
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,7 +22,7 @@ from torch import nn
 from femurseg.labels import TARGET_CLASSES, Target, endosteal_mask, periosteal_mask, target_of
 from femurseg.models.checkpoints import FORMAT_VERSION
 from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpoint_layout, update_ema
-from femurseg.models.registry import LOSSES, NETS
+from femurseg.models.registry import LOSSES, NETS, net_spec
 from femurseg.models.schedules import Schedule, lr_factor
 from femurseg.sliding import sliding_window_inference
 
@@ -95,7 +94,8 @@ class SegmentationModule(pl.LightningModule):
         network class.
     net_kwargs
         Keyword arguments of the network; ``in_channels`` and ``out_channels`` are
-        filled in from the target.
+        filled in from the target, and ``patch_size`` for nets that declare
+        ``NetSpec(needs_patch_size=True)`` (:mod:`femurseg.models.registry`).
     target
         ``periosteal`` or ``endosteal`` (binary, 2 output channels) or
         ``compartments`` (3 classes: background, cortical, trabecular).
@@ -109,7 +109,8 @@ class SegmentationModule(pl.LightningModule):
         ``cosine`` or ``constant``, each after ``warmup_steps`` of linear warm-up.
     deep_supervision_decay
         Weight of the scale-``i`` output is ``decay**i`` (normalised), for nets
-        that return several outputs.
+        that declare ``NetSpec(deep_supervision=True)`` and are built with
+        ``net_kwargs.deep_supervision: true`` (they return several outputs).
     patch_size
         Sliding-window size for validation, ``(W, H, D)`` voxels (usually linked
         from the data module).
@@ -171,8 +172,12 @@ class SegmentationModule(pl.LightningModule):
         self.classes = TARGET_CLASSES[target]
         self.patch_size = _triple(patch_size)
         self.net_kwargs = {**(net_kwargs or {}), "in_channels": 1, "out_channels": len(self.classes)}
-        if "patch_size" not in self.net_kwargs and "patch_size" in inspect.signature(NETS.get(net)).parameters:
+        spec = net_spec(net)  # what the net declared when it was registered (docs/plugins.md)
+        if spec.needs_patch_size and "patch_size" not in self.net_kwargs:
             self.net_kwargs["patch_size"] = self.patch_size  # nets that plan their topology (dynunet3d)
+        if self.net_kwargs.get("deep_supervision") and not spec.deep_supervision:
+            raise ValueError(f"net {net!r} does not declare deep supervision (NetSpec(deep_supervision=True) "
+                             "at registration, docs/plugins.md): remove net_kwargs.deep_supervision")
         self.net: nn.Module = NETS.create(net, **self.net_kwargs)
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)

@@ -1,4 +1,8 @@
-"""Every registered net: shape, backward, no NaN, deep supervision, determinism, vocabulary."""
+"""Every registered net: shape, backward, no NaN, deep supervision, determinism, vocabulary.
+
+Each test is parametrized over ``NETS.names()``: a newly registered net (built-in or an
+installed entry-point plugin) is tested without editing this file.
+"""
 
 import inspect
 
@@ -7,6 +11,7 @@ import torch
 
 from femurseg.models import NETS
 from femurseg.models.nets import plan
+from femurseg.models.registry import NetSpec, net_spec
 
 SMALL = {"channels": (4, 8, 16), "strides": (2, 2), "hidden_size": 16, "num_heads": 2, "num_layers": 2,
          "kernel_size": 3}
@@ -56,11 +61,32 @@ def test_deterministic_with_seed(name):
     assert torch.equal(outputs[0], outputs[1])
 
 
+DEEP = {"channels": (4, 8, 16, 32), "strides": (2, 2, 2), "num_layers": 3}
+
+
+@pytest.mark.parametrize("name", NETS.names())
+def test_declared_spec_matches_the_constructor(name):
+    spec = net_spec(name)
+    assert isinstance(spec, NetSpec)
+    parameters = inspect.signature(NETS.get(name)).parameters
+    if spec.needs_patch_size:
+        assert "patch_size" in parameters
+    if not spec.deep_supervision:
+        return
+    assert "deep_supervision" in parameters
+    torch.manual_seed(0)
+    with_heads = set(_build(name, deep_supervision=True, **DEEP).state_dict())
+    without = set(_build(name, deep_supervision=False, **DEEP).state_dict())
+    assert without <= with_heads
+    assert all(spec.is_auxiliary_weight(k) for k in with_heads - without)  # only the declared heads go
+    assert not any(spec.is_auxiliary_weight(k) for k in without)
+
+
 @pytest.mark.parametrize("name", NETS.names())
 def test_deep_supervision_outputs(name):
-    if "deep_supervision" not in inspect.signature(NETS.get(name)).parameters:
-        pytest.skip(f"{name} has no deep supervision")
-    net = _build(name, deep_supervision=True, channels=(4, 8, 16, 32), strides=(2, 2, 2), num_layers=3)
+    if not net_spec(name).deep_supervision:
+        pytest.skip(f"{name} declares no deep supervision")
+    net = _build(name, deep_supervision=True, **DEEP)
     outputs = net.train()(torch.randn(1, 1, 16, 16, 16))
     assert isinstance(outputs, list) and len(outputs) == 3  # full resolution + (stages - 2)
     assert outputs[0].shape == (1, 3, 16, 16, 16)
@@ -75,7 +101,7 @@ def test_stage_lengths_are_checked(name):
         NETS.create(name, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2,))
 
 
-@pytest.mark.parametrize("name", ["unet3d", "vnet3d", "attention_unet3d", "dynunet3d", "unetr3d"])
+@pytest.mark.parametrize("name", NETS.names())
 def test_anisotropic_strides(name):
     net = _build(name, strides=((2, 2, 1), (2, 2, 2))).eval()
     assert net(torch.zeros(1, 1, 16, 16, 8)).shape == (1, 3, 16, 16, 8)

@@ -15,7 +15,7 @@ from torch import nn
 from femurseg.models.nets.blocks import (
     ConvNormAct, DeepSupervisionHeads, LayerSpec, Size3, as_triple, check_stages, make_act, make_norm,
 )
-from femurseg.models.registry import NETS
+from femurseg.models.registry import NETS, NetSpec
 
 __all__ = ["AttentionUNet3d", "AttentionGate"]
 
@@ -54,7 +54,7 @@ def _double_conv(in_channels: int, out_channels: int, stride: Size3, norm: Layer
     )
 
 
-@NETS.register("attention_unet3d")
+@NETS.register("attention_unet3d", metadata=NetSpec(deep_supervision=True, auxiliary_heads=("aux_heads",)))
 class AttentionUNet3d(nn.Module):
     """U-Net with two plain convolutions per stage and attention-gated skips.
 

@@ -19,7 +19,7 @@ from torch import nn
 from femurseg.models.nets.blocks import (
     ConvNormAct, DeepSupervisionHeads, LayerSpec, Size3, as_triple, check_stages, decode_skips,
 )
-from femurseg.models.registry import NETS
+from femurseg.models.registry import NETS, NetSpec
 
 __all__ = ["DynUNet3d", "NetPlan", "plan"]
 
@@ -105,13 +105,15 @@ class _Stage(nn.Sequential):
         )
 
 
-@NETS.register("dynunet3d")
+@NETS.register("dynunet3d",
+               metadata=NetSpec(needs_patch_size=True, deep_supervision=True, auxiliary_heads=("aux_heads",)))
 class DynUNet3d(nn.Module):
     """nnU-Net-like plain U-Net whose kernels and strides come from :func:`plan`.
 
     Give ``patch_size`` and ``spacing`` and leave ``channels``, ``strides`` and
     ``kernel_sizes`` unset to get nnU-Net's topology; set any of them to override
     the plan (``kernel_sizes`` defaults to 3 everywhere when ``strides`` is given).
+    It registers with ``NetSpec(needs_patch_size=True)``, so
     :class:`~femurseg.models.module.SegmentationModule` fills ``patch_size`` in from
     its own patch size when ``net_kwargs`` does not set it.
 

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from femurseg.models.nets.blocks import DeepSupervisionHeads, LayerSpec, ResidualBlock, check_stages, decode_skips
-from femurseg.models.registry import NETS
+from femurseg.models.registry import NETS, NetSpec
 
 __all__ = ["UNet3d"]
 
 
-@NETS.register("unet3d")
+@NETS.register("unet3d", metadata=NetSpec(deep_supervision=True, auxiliary_heads=("aux_heads",)))
 class UNet3d(nn.Module):
     """Residual 3D U-Net: encoder-decoder with skip connections.
 

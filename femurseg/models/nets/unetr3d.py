@@ -19,12 +19,12 @@ from torch import nn
 from femurseg.models.nets.blocks import (
     ConvNormAct, DeepSupervisionHeads, LayerSpec, ResidualBlock, Size3, as_triple, check_stages, decode_skips,
 )
-from femurseg.models.registry import NETS
+from femurseg.models.registry import NETS, NetSpec
 
 __all__ = ["UNETR3d"]
 
 
-@NETS.register("unetr3d")
+@NETS.register("unetr3d", metadata=NetSpec(deep_supervision=True, auxiliary_heads=("aux_heads",)))
 class UNETR3d(nn.Module):
     """Transformer encoder on non-overlapping 3D tokens, U-Net decoder on its hidden states.
 

@@ -19,7 +19,7 @@ from femurseg.models.nets.blocks import (
     ConvNormAct, DeepSupervisionHeads, LayerSpec, Size3, as_triple, check_stages, decode_skips, make_act,
     make_norm,
 )
-from femurseg.models.registry import NETS
+from femurseg.models.registry import NETS, NetSpec
 
 __all__ = ["VNet3d", "VNetStage"]
 
@@ -50,7 +50,7 @@ class VNetStage(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-@NETS.register("vnet3d")
+@NETS.register("vnet3d", metadata=NetSpec(deep_supervision=True, auxiliary_heads=("aux_heads",)))
 class VNet3d(nn.Module):
     """V-Net: residual large-kernel stages, strided-conv down, transposed-conv up.
 
