@@ -2,7 +2,7 @@
 
 ``fit / validate / test / predict`` go through :class:`FemursegCLI` (a
 ``LightningCLI``); commands that need neither model nor data module (``synth``,
-``nets``, ``check``, ``segment``, ``evaluate``) are dispatched before Lightning is
+``nets``, ``check``, ``segment``, ``export``, ``evaluate``) are dispatched before Lightning is
 imported, so they start fast. This module only wires; each command's work lives in
 the module that owns it.
 """
@@ -25,6 +25,7 @@ PLAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "nets": ("list registered networks and their parameters", "femurseg.commands.nets:main"),
     "models": ("list the bundled default models and their cards (or package one)", "femurseg.commands.models:main"),
     "segment": ("segment scans with the bundled default model or an ensemble of checkpoints", "femurseg.commands.segment:main"),
+    "export": ("surface meshes of any 0/1/2 label map (docs/export.md)", "femurseg.commands.export:main"),
     "thresholds": ("fit volume-calibrated decoding thresholds on labelled scans", "femurseg.commands.thresholds:main"),
     "evaluate": ("compare predictions with a reference manifest", "femurseg.commands.evaluate:main"),
     "cv": ("train every fold, then evaluate out-of-fold predictions (cv_summary.csv)", "femurseg.cv:main"),

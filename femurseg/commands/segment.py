@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from femurseg.commands.export import add_export_arguments, request_from_args
 from femurseg.errors import FemursegError
 
 __all__ = ["main", "build_parser"]
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="window size (default: the checkpoints' training patch size)")
     window.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                         help="bf16 autocast; 'auto' uses it on GPUs and CPUs with AVX-512 BF16")
+    window.add_argument("--backend", choices=["torch", "onnxruntime", "openvino", "auto"], default="torch",
+                        help="what runs the networks: 'torch' (default), 'onnxruntime' or 'openvino' (exported once to "
+                             "ONNX, cached in ~/.cache/femurseg/onnx; extras femurseg[onnx], femurseg[openvino]), or "
+                             "'auto' (the fastest installed); see docs/inference.md")
     window.add_argument("--accumulator", choices=["float32", "float16"], default="float32",
                         help="sliding-window accumulator precision (float16 halves their memory)")
     window.add_argument("--windows", choices=["sparse", "all"], default="sparse",
@@ -91,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--overwrite", action="store_true",
                       help="segment every scan again (default: keep subjects whose folder is complete and was made "
                            "from the same scan, checkpoints and settings)")
+    add_export_arguments(parser)
     guard = parser.add_argument_group("input limits (a scan beyond them is refused, per subject)")
     guard.add_argument("--max-extent-mm", type=float, nargs=3, default=[600.0, 600.0, 2000.0], metavar=("X", "Y", "Z"),
                        help="largest physical extent per axis (default: 600 600 2000)")
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = InferenceSettings(
             tta=args.tta, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size,
             patch_size=tuple(args.patch_size) if args.patch_size else None, precision=args.precision,
-            accumulator=args.accumulator, windows=args.windows,
+            backend=args.backend, accumulator=args.accumulator, windows=args.windows,
             sparse_threshold=args.sparse_threshold, sparse_core=args.sparse_core, skip_below_hu=args.skip_below_hu,
             average_weights=args.average_weights,
             uncertainty=args.uncertainty, uncertainty_threshold=args.uncertainty_threshold,
@@ -149,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             calibration=Calibration(*args.calibration) if args.calibration else None,
         )
         predictor = Predictor(checkpoints, settings)
+        exports = request_from_args(args)
         inputs = discover_inputs(args.input)
     except (FemursegError, ValueError) as error:
         print(f"femurseg segment: error: {error}", file=sys.stderr)
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
     checks = ValidationSettings(max_extent_mm=tuple(args.max_extent_mm), max_grid_voxels=args.max_grid_voxels)
     failed = run_cohort(inputs, args.output, predictor, qc=not args.no_qc, checks=checks, overwrite=args.overwrite,
+                        exports=None if exports.empty else exports,
                         trainer_kwargs={"accelerator": args.accelerator, "devices": devices, "strategy": args.strategy})
     print(f"femurseg segment: {len(inputs) - failed} of {len(inputs)} scans segmented into {args.output}"
           + (f"; {failed} failed (see {args.output / 'errors.csv'})" if failed else ""))

@@ -183,13 +183,17 @@ class SubjectWriter(BasePredictionWriter):
     rejected, kept
         Error rows of subjects refused before segmenting, and summary rows of
         subjects kept from an earlier run; rank 0 adds them to the cohort CSVs.
+    exports
+        Optional :class:`~femurseg.export.outputs.ExportRequest` written per subject.
     """
 
     def __init__(self, output: str | os.PathLike[str], qc: bool = True,
-                 rejected: Sequence[dict[str, Any]] = (), kept: Sequence[dict[str, Any]] = ()) -> None:
+                 rejected: Sequence[dict[str, Any]] = (), kept: Sequence[dict[str, Any]] = (),
+                 exports: Any = None) -> None:
         super().__init__(write_interval="batch")
         self.output = Path(output)
         self.qc = qc
+        self.exports = exports
         self.rejected = list(rejected)
         self.kept = list(kept)
         self.rows: list[dict[str, Any]] = []
@@ -208,7 +212,7 @@ class SubjectWriter(BasePredictionWriter):
         row = None
         if outcome.result is not None:
             try:
-                outcome.result.write(self.output, qc=self.qc)
+                outcome.result.write(self.output, qc=self.qc, exports=self.exports)
                 row = _summary_row(outcome)
             except SUBJECT_ERRORS as error:
                 outcome.error = error
@@ -273,11 +277,13 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def completed_row(output: Path, scan: ScanInput, predictor: Predictor, qc: bool) -> dict[str, Any] | None:
+def completed_row(output: Path, scan: ScanInput, predictor: Predictor, qc: bool,
+                  exports: Any = None) -> dict[str, Any] | None:
     """The summary row of a subject already segmented into ``output`` the same way, or ``None``.
 
     Complete means: ``report.json`` (written last) is readable, and records this
-    scan, these checkpoints and these settings; ``qc.png`` is there if asked for.
+    scan, these checkpoints and these settings (and the same export request, if
+    any); ``qc.png`` is there if asked for.
     """
     folder = output / scan.subject_id
     try:
@@ -285,7 +291,9 @@ def completed_row(output: Path, scan: ScanInput, predictor: Predictor, qc: bool)
         same = (report.get("image") == str(scan.path)
                 and report.get("checkpoints") == _plain(predictor.checkpoints.describe())
                 and report.get("settings") == _plain(predictor.settings.to_dict())
-                and (not qc or (folder / QC_FILE).is_file()))
+                and (not qc or (folder / QC_FILE).is_file())
+                and (report.get("exports") or {}).get("request") == (
+                    exports.to_dict() if exports is not None and not exports.empty else None))
         return _report_row(scan, report, report.get("seconds") or 0.0) if same else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -322,6 +330,7 @@ def run_cohort(
     qc: bool = True,
     checks: ValidationSettings | None = None,
     overwrite: bool = False,
+    exports: Any = None,
 ) -> int:
     """Segment every scan, write the subject folders and the cohort CSVs; return the number of failures.
 
@@ -346,6 +355,9 @@ def run_cohort(
         was made from the same scan, checkpoints and settings is kept (a rerun after
         a crash or a signal only does the rest); its row is rebuilt from its
         ``report.json``.
+    exports
+        Optional :class:`~femurseg.export.outputs.ExportRequest`: surface meshes (and
+        the other exports) written into each subject's folder.
 
     Temporary folders and files that a killed run left in ``output`` are removed first.
     """
@@ -358,13 +370,13 @@ def run_cohort(
     for item in inputs:
         if (reason := output_name_problem(item.subject_id)) is not None:
             rejected.append(_error_row(SubjectOutcome(item, error=DataError(f"input {item.path}: {reason}"))))
-        elif not overwrite and (row := completed_row(output, item, predictor, qc)) is not None:
+        elif not overwrite and (row := completed_row(output, item, predictor, qc, exports)) is not None:
             kept.append(row)
         else:
             todo.append(item)
     if not todo:
         return write_cohort_tables(output, kept, rejected)
-    writer = SubjectWriter(output, qc=qc, rejected=rejected, kept=kept)
+    writer = SubjectWriter(output, qc=qc, rejected=rejected, kept=kept, exports=exports)
     kwargs = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
               "enable_model_summary": False, "enable_progress_bar": False, **(trainer_kwargs or {})}
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), writer]

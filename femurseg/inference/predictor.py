@@ -186,12 +186,16 @@ class SegmentationResult:
         """Per-slice periosteal and endosteal polygons in mm (``contours.json``)."""
         return label_contours(sitk.GetArrayViewFromImage(self.label), geometry_of(self.label))
 
-    def write(self, output: str | os.PathLike[str], qc: bool = True) -> Path:
-        """Write ``<output>/<subject_id>/`` atomically (see :mod:`~femurseg.inference.writers`)."""
+    def write(self, output: str | os.PathLike[str], qc: bool = True, exports: Any = None) -> Path:
+        """Write ``<output>/<subject_id>/`` atomically (see :mod:`~femurseg.inference.writers`).
+
+        ``exports`` is an optional :class:`~femurseg.export.outputs.ExportRequest`
+        (surface meshes, ...) written into the same folder.
+        """
         from femurseg.inference.writers import write_subject
 
         return write_subject(output, self.subject_id, self.image, self.label, self.report, self.contours(),
-                             self.probabilities, self.uncertainty, qc=qc)
+                             self.probabilities, self.uncertainty, qc=qc, exports=exports)
 
 
 class Predictor:

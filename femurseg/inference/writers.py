@@ -107,6 +107,7 @@ def write_subject(
     probabilities: sitk.Image | None = None,
     uncertainty: sitk.Image | None = None,
     qc: bool = True,
+    exports: Any = None,
 ) -> Path:
     """Write one subject's folder atomically and return its final path.
 
@@ -126,6 +127,9 @@ def write_subject(
         Optional maps on the scan's grid.
     qc
         Whether to draw ``qc.png``.
+    exports
+        An :class:`~femurseg.export.outputs.ExportRequest` (meshes, ...) written into
+        the folder too; its report goes to ``report.json`` under ``exports``.
     """
     from femurseg.inference.qc import render_qc  # matplotlib only when drawing
 
@@ -141,5 +145,11 @@ def write_subject(
             title = f"{subject_id}: periosteal {volumes.get('periosteal', 0):.1f} cm³"
             render_qc(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(label), label.GetSpacing(),
                       folder / QC_FILE, title=title)
+        if exports is not None and not exports.empty:
+            from femurseg.export.outputs import export_outputs
+
+            done = export_outputs(label, folder, exports, image=image, source=str(report.get("image", "")),
+                                  write_report=False)
+            report = {**report, "exports": {"request": exports.to_dict(), **done}}
         write_json(folder / REPORT_FILE, report)  # last: its presence marks a complete folder
     return Path(output) / subject_id

@@ -1,0 +1,89 @@
+"""``femurseg export``: surface meshes (and other outputs) of any 0/1/2 label map (:mod:`femurseg.export`).
+
+The export options are defined once here (:func:`add_export_arguments`) and reused
+by ``femurseg segment``, which writes the same files into each subject's folder.
+
+Examples
+--------
+.. code-block:: console
+
+    femurseg export --image scan.nii.gz --label segmentation.nii.gz --output out --meshes stl,vtp
+    femurseg segment scan.nii.gz --output out --meshes stl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from femurseg.errors import FemursegError
+
+__all__ = ["main", "add_export_arguments", "request_from_args"]
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the opt-in export options (``--meshes`` and its settings) to ``parser``."""
+    group = parser.add_argument_group("exports (each one opt-in; see docs/export.md)")
+    group.add_argument("--meshes", default=None, metavar="FORMATS",
+                       help="surface meshes periosteal.* and endosteal.*: comma-separated stl, ply, vtp")
+    group.add_argument("--frame", choices=("LPS", "RAS"), default="LPS",
+                       help="patient frame of mesh coordinates (mm): LPS as DICOM (default) or RAS as NIfTI/Slicer")
+    group.add_argument("--mesh-faces", type=int, default=100_000, metavar="N",
+                       help="decimate each surface to at most N triangles (0: no decimation; default 100000)")
+    group.add_argument("--mesh-smoothing", type=int, default=20, metavar="ITER",
+                       help="Taubin smoothing iterations (0: raw marching cubes; default 20)")
+
+
+def request_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~femurseg.export.outputs.ExportRequest` of parsed options (``ValueError`` if invalid)."""
+    from femurseg.export.meshes import MESH_FORMATS, MeshSettings
+    from femurseg.export.outputs import ExportRequest, parse_formats
+
+    settings = MeshSettings(frame=args.frame, smoothing_iterations=args.mesh_smoothing,
+                            max_faces=args.mesh_faces or None)
+    request = ExportRequest(meshes=parse_formats(args.meshes, MESH_FORMATS, "--meshes"), mesh_settings=settings)
+    if missing := request.missing_packages():
+        raise ValueError(f"the requested exports need {', '.join(missing)}: pip install 'femurseg[export]'")
+    return request
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``femurseg export --image SCAN --label LABELMAP --output DIR [--meshes stl,vtp,ply]``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 for invalid arguments or inputs.
+    """
+    parser = argparse.ArgumentParser(
+        prog="femurseg export",
+        description="Export a 0/1/2 label map (0 background, 1 cortical, 2 trabecular; ours, a reference or another "
+                    "tool's) as surface meshes in patient millimetres. Writes the files and export.json into "
+                    "--output. Exit code 2 for invalid arguments or inputs.",
+    )
+    parser.add_argument("--image", required=True, type=Path,
+                        help="the scan (file or DICOM series folder) the label map belongs to")
+    parser.add_argument("--label", required=True, type=Path, help="0/1/2 label map on the scan's grid")
+    parser.add_argument("--output", required=True, type=Path, help="output folder")
+    add_export_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from femurseg.data.io import read_image
+    from femurseg.export.meshes import mesh_summary
+    from femurseg.export.outputs import EXPORT_REPORT_FILE, export_outputs
+
+    try:
+        request = request_from_args(args)
+        if request.empty:
+            raise ValueError("nothing to export: give --meshes")
+        image = read_image(args.image)
+        label = read_image(args.label)
+        report = export_outputs(label, args.output, request, image=image, source=str(args.image))
+    except (FemursegError, ValueError, ImportError) as error:
+        print(f"femurseg export: error: {error}", file=sys.stderr)
+        return 2
+    if "meshes" in report:
+        print(mesh_summary(report["meshes"]))
+    print(f"femurseg export: wrote {args.output} (report: {args.output / EXPORT_REPORT_FILE})")
+    return 0

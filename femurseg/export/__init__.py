@@ -1,0 +1,44 @@
+"""Outputs that the next tool opens: surface meshes (and, as they arrive, FE meshes, DICOM-SEG, Slicer).
+
+Reads a 0/1/2 label map and its scan, never :mod:`femurseg.inference`, so it serves
+label maps from any source. Modules: :mod:`~femurseg.export.frames` (voxel index →
+patient LPS/RAS mm), :mod:`~femurseg.export.vtkxml` (plain-XML VTK writers),
+:mod:`~femurseg.export.meshes` (periosteal and endosteal surfaces),
+:mod:`~femurseg.export.outputs` (everything requested, in one call). The command
+line is :mod:`femurseg.commands.export`; docs/export.md describes formats and frames.
+
+Names are imported lazily so that ``import femurseg.export`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "MeshSettings": "femurseg.export.meshes",
+    "SurfaceMesh": "femurseg.export.meshes",
+    "surface_mesh": "femurseg.export.meshes",
+    "write_surface": "femurseg.export.meshes",
+    "export_meshes": "femurseg.export.meshes",
+    "ExportRequest": "femurseg.export.outputs",
+    "export_outputs": "femurseg.export.outputs",
+    "check_label": "femurseg.export.outputs",
+    "index_to_patient": "femurseg.export.frames",
+    "write_vtp": "femurseg.export.vtkxml",
+    "write_vtu": "femurseg.export.vtkxml",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'femurseg.export' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
