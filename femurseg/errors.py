@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["FemursegError", "ManifestError", "DataError", "CheckpointError", "ThresholdsError", "Terminated"]
+__all__ = ["FemursegError", "ManifestError", "DataError", "CheckpointError", "ThresholdsError", "AnalysisError",
+           "CalibrationError", "Terminated"]
 
 
 class FemursegError(Exception):
@@ -31,6 +32,15 @@ class CheckpointError(FemursegError):
 
 class ThresholdsError(FemursegError):
     """A decoding-thresholds file is unreadable or belongs to other checkpoints."""
+
+
+class AnalysisError(FemursegError):
+    """A scan and label map cannot be analysed (no femur, label from another grid, ...)."""
+
+
+class CalibrationError(AnalysisError):
+    """No trustworthy HU → density line: phantom or rods not found, rods cut by the field of
+    view, or a fit below the quality gate. The message says which and why."""
 
 
 class Terminated(SystemExit):

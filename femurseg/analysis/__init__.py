@@ -1,0 +1,36 @@
+"""QCT hip analysis of a scan and any 0/1/2 label map: calibration, densitometry, geometry.
+
+The layer reads an image and a label map on its grid (ours, a reference, another
+tool's) and never imports :mod:`femurseg.inference` or the commands. Modules, one
+concept each:
+
+- :mod:`~femurseg.analysis.phantoms`: the registry of calibration phantom definitions;
+- :mod:`~femurseg.analysis.rods`: finding and measuring a phantom's rods in the scan;
+- :mod:`~femurseg.analysis.calibration`: the HU → density line (phantom, asynchronous,
+  internal, given) with its quality gates.
+
+See ``docs/analysis.md``.
+"""
+
+from __future__ import annotations
+
+from femurseg.analysis.calibration import (
+    INTERNAL_REFERENCES,
+    METHODS,
+    CalibrationGates,
+    CalibrationLine,
+    InternalReference,
+    calibrate,
+    calibrate_internal,
+    calibrate_phantom,
+    fit_line,
+    load_calibration_json,
+)
+from femurseg.analysis.phantoms import DEFAULT_PHANTOM, PHANTOMS, PhantomDefinition, get_phantom, register_phantom
+from femurseg.analysis.rods import Rod, RodRow, find_rods
+
+__all__ = [
+    "CalibrationLine", "CalibrationGates", "InternalReference", "INTERNAL_REFERENCES", "METHODS", "calibrate",
+    "calibrate_internal", "calibrate_phantom", "fit_line", "load_calibration_json", "PhantomDefinition", "PHANTOMS",
+    "DEFAULT_PHANTOM", "get_phantom", "register_phantom", "Rod", "RodRow", "find_rods",
+]
