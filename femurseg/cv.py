@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from femurseg.atomic import atomic_write_text
+from femurseg.data.folds import Splits
 from femurseg.errors import FemursegError, Terminated
 from femurseg.signals import signal_handlers
 
@@ -105,7 +106,7 @@ class CVPlan:
     manifest
         The manifest in use (the synthetic cohort's when none is configured).
     splits
-        Contents of ``splits.json``.
+        The experiment's ``splits.json``.
     folds
         Fold indices to train and evaluate, in order.
     target
@@ -115,7 +116,7 @@ class CVPlan:
     fit_args: tuple[str, ...]
     experiment_dir: Path
     manifest: Path
-    splits: dict[str, Any]
+    splits: Splits
     folds: tuple[int, ...]
     target: str | None = None
 
@@ -129,7 +130,7 @@ class CVPlan:
 
     def val_subjects(self, fold: int) -> list[str]:
         """The validation subjects of ``fold`` in ``splits.json``."""
-        return list(self.splits["folds"][fold]["val"])
+        return list(self.splits.folds[fold].val)
 
 
 # planning -------------------------------------------------------------------
@@ -202,13 +203,13 @@ def plan_cv(fit_args: Sequence[str], folds: str | None = None) -> CVPlan:
     # validate and split only: each fold's fit fills the preprocessing cache itself
     datamodule = FemurDataModule(**{**config.data.as_dict(), "cache_dir": None})
     datamodule.prepare_data()
-    splits = json.loads(datamodule.splits_path.read_text())
+    splits = Splits.read(datamodule.splits_path)
     return CVPlan(
         fit_args=tuple(fit_args),
         experiment_dir=datamodule.experiment_dir,
         manifest=datamodule.manifest_path,
         splits=splits,
-        folds=parse_folds(folds, len(splits["folds"])),
+        folds=parse_folds(folds, len(splits.folds)),
         target=str(config.model.target),
     )
 
@@ -446,8 +447,8 @@ def check_pair(plan: CVPlan, pair_dir: Path | None) -> CVPlan | None:
     splits_path = pair_dir / "splits.json"
     if not splits_path.is_file():
         raise CVError(f"--pair {pair_dir}: no splits.json: is it an experiment folder?")
-    splits = json.loads(splits_path.read_text())
-    if splits["test"] != plan.splits["test"] or splits["folds"] != plan.splits["folds"]:
+    splits = Splits.read(splits_path)
+    if splits.test != plan.splits.test or splits.folds != plan.splits.folds:
         raise CVError(f"--pair {pair_dir}: its split differs from {plan.experiment_dir / 'splits.json'} "
                       "(same manifest, num_folds, test_fraction and split_seed give the same split)")
     partner = CVPlan(plan.fit_args, pair_dir, plan.manifest, splits, plan.folds, target=None)
@@ -539,7 +540,7 @@ def evaluate_folds(plan: CVPlan, pair: CVPlan | None, tta: str) -> int:
 
 def evaluate_test(plan: CVPlan, pair: CVPlan | None, tta: str) -> int:
     """The ensemble of every selected fold on the held-out test subjects: ``test_summary.csv``."""
-    subjects = list(plan.splits["test"])
+    subjects = list(plan.splits.test)
     if not subjects:
         raise CVError(f"{plan.experiment_dir / 'splits.json'} has no test subjects (data.test_fraction is 0)")
     print(f"femurseg cv: ensemble of folds {list(plan.folds)}: segmenting {len(subjects)} test subject(s)", flush=True)

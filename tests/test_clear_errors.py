@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ def test_a_subject_added_after_the_split_stops_fit_with_a_message(tiny_cohort: P
     experiment = tmp_path / "tiny"
     experiment.mkdir()
     splits = make_splits(subjects[:-1], num_folds=3, test_fraction=0.0, seed=0)   # made before the last one came
-    (experiment / "splits.json").write_text(json.dumps(splits))
+    splits.write(experiment / "splits.json")
     args = ["--config", str(CONFIGS / "periosteal.yaml"), "--config", str(CONFIGS / "quickstart.yaml"),
             "--runs_root", str(tmp_path), "--experiment", "tiny", "--wandb", "disabled",
             "--data.manifest", str(tiny_cohort), "--data.num_folds", "3", "--data.test_fraction", "0.0",

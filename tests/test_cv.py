@@ -12,6 +12,7 @@ import pytest
 
 from femurseg import cv
 from femurseg.cli import main
+from femurseg.data.folds import Splits
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -131,7 +132,8 @@ def test_binary_target_needs_its_pair(tiny_cohort: Path, tmp_path: Path, capsys:
 
 def test_pair_must_share_the_split_and_be_trained(tmp_path: Path):
     splits = {"test": ["t"], "folds": [{"train": ["a"], "val": ["b"]}, {"train": ["b"], "val": ["a"]}]}
-    plan = cv.CVPlan((), tmp_path / "periosteal", tmp_path / "m.csv", splits, (0, 1), target="periosteal")
+    plan = cv.CVPlan((), tmp_path / "periosteal", tmp_path / "m.csv", Splits.from_dict(splits), (0, 1),
+                     target="periosteal")
     partner = tmp_path / "endosteal"
     partner.mkdir()
     (partner / "splits.json").write_text(json.dumps({**splits, "test": ["a"]}))
@@ -145,7 +147,7 @@ def test_pair_must_share_the_split_and_be_trained(tmp_path: Path):
         (partner / f"fold_{k}" / "checkpoints" / "best.ckpt").write_bytes(b"")
         (partner / f"fold_{k}" / cv.DONE_FILE).write_text("{}")
     assert cv.check_pair(plan, partner).best_checkpoint(1) == partner / "fold_1" / "checkpoints" / "best.ckpt"
-    compartments = cv.CVPlan((), tmp_path, tmp_path / "m.csv", splits, (0,), target="compartments")
+    compartments = cv.CVPlan((), tmp_path, tmp_path / "m.csv", Splits.from_dict(splits), (0,), target="compartments")
     assert cv.check_pair(compartments, None) is None
 
 

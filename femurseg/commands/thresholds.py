@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from femurseg.data.folds import Splits
 from femurseg.errors import FemursegError
 from femurseg.inference.predictor import Predictor
 from femurseg.inference.thresholds import ThresholdsError, fit_thresholds
@@ -40,10 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         records = read_manifest(args.input)
         excluded: set[str] = set()
         if args.splits:
-            try:
-                excluded = set(json.loads(args.splits.read_text()).get("test", []))
-            except (OSError, ValueError, AttributeError) as error:
-                raise ThresholdsError(f"{args.splits}: not a splits.json ({error})") from error
+            excluded = set(Splits.read(args.splits).test)  # ManifestError if it is not a splits file
         if args.subjects:
             unknown = sorted(set(args.subjects) - {r.subject_id for r in records})
             if unknown:

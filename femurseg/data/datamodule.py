@@ -29,7 +29,7 @@ from torch.utils.data import DistributedSampler, SequentialSampler
 
 from femurseg.data.augment import Preset, make_augmentation, mirror_axes
 from femurseg.data.cache import CacheDtype, SubjectCache
-from femurseg.data.folds import load_or_create_splits, select_fold
+from femurseg.data.folds import Splits, load_or_create_splits
 from femurseg.data.io import read_image, read_label
 from femurseg.data.manifest import ManifestRecord, parse_manifest, read_manifest
 from femurseg.data.preprocess import (
@@ -194,7 +194,7 @@ class FemurDataModule(pl.LightningDataModule):
         self._validated = False
         self.patch_size = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
         self.label_probabilities = label_probabilities or {0: 0.2, 1: 0.4, 2: 0.4}
-        self.splits: dict[str, Any] | None = None
+        self.splits: Splits | None = None
         self.train_subjects: list[tio.Subject] = []
         self.val_subjects: list[tio.Subject] = []
         self.test_subjects: list[tio.Subject] = []
@@ -235,8 +235,8 @@ class FemurDataModule(pl.LightningDataModule):
         records = self._records(validate=self.hparams.validate)
         splits = self._splits(records)
         if self.cache is not None:
-            train, val = select_fold(splits, self.fold)
-            for subject in sorted(set(train) | set(val) | set(splits["test"])):
+            train, val = splits.select(self.fold)
+            for subject in sorted(set(train) | set(val) | set(splits.test)):
                 self.cache.get(records[subject], crop=subject in train)
 
     def setup(self, stage: str | None = None) -> None:
@@ -245,14 +245,14 @@ class FemurDataModule(pl.LightningDataModule):
         unchecked = not self._validated and getattr(self, "trainer", None) is None
         records = self._records(validate=self.hparams.validate and unchecked)
         self.splits = self._splits(records)
-        train, val = select_fold(self.splits, self.fold)
+        train, val = self.splits.select(self.fold)
         if stage in (None, "fit"):
             self.train_subjects = [self._subject(records[s], crop=True, fractions=self.hparams.partial_volume)
                                    for s in train]
         if stage in (None, "fit", "validate"):
             self.val_subjects = [self._subject(records[s]) for s in val]
         if stage in (None, "test"):
-            self.test_subjects = [self._subject(records[s]) for s in self.splits["test"]]
+            self.test_subjects = [self._subject(records[s]) for s in self.splits.test]
 
     def _records(self, validate: bool) -> dict[str, ManifestRecord]:
         """The manifest's records; with ``validate``, all files are checked first (ManifestError)."""
@@ -270,7 +270,7 @@ class FemurDataModule(pl.LightningDataModule):
             return {r.subject_id: r for r in report.records}
         return {r.subject_id: r for r in read_manifest(self.manifest_path)}
 
-    def _splits(self, records: dict[str, ManifestRecord]) -> dict[str, Any]:
+    def _splits(self, records: dict[str, ManifestRecord]) -> Splits:
         return load_or_create_splits(
             self.splits_path, list(records), [r.group for r in records.values()],
             num_folds=self.hparams.num_folds, test_fraction=self.hparams.test_fraction, seed=self.hparams.split_seed,

@@ -3,12 +3,17 @@
 ``splits.json`` is made once per experiment from the manifest and a seed, and
 reused by every later run: a run never re-splits. If the manifest's subjects no
 longer match the stored split, that is an error, never a silent regeneration.
+:class:`Splits` owns the file: every reader (data module, ``cv``, ``thresholds``)
+goes through :meth:`Splits.read`, every writer through :meth:`Splits.write`.
 
 Examples
 --------
 >>> splits = make_splits([f"s{i}" for i in range(20)], num_folds=4, test_fraction=0.15, seed=0)
->>> len(splits["test"]), len(splits["folds"]), len(splits["folds"][0]["val"])
+>>> len(splits.test), len(splits.folds), len(splits.folds[0].val)
 (3, 4, 5)
+>>> train, val = splits.select(0)
+>>> len(train), len(val)
+(12, 5)
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +32,107 @@ import numpy as np
 from femurseg.atomic import atomic_write_text
 from femurseg.errors import ManifestError
 
-__all__ = ["make_splits", "load_or_create_splits", "select_fold", "Fold"]
+__all__ = ["make_splits", "load_or_create_splits", "select_fold", "Fold", "FoldSplit", "Splits"]
 
 Fold = int | str
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoldSplit:
+    """The training and validation subject ids of one cross-validation fold."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The contents of ``splits.json``: held-out test subjects and the folds over the rest.
+
+    Attributes
+    ----------
+    test
+        Held-out test subject ids (never trained or validated on).
+    folds
+        One :class:`FoldSplit` per fold.
+    seed, num_folds, test_fraction
+        How the split was made (``None`` when an older file does not say).
+    """
+
+    test: tuple[str, ...]
+    folds: tuple[FoldSplit, ...]
+    seed: int | None = None
+    num_folds: int | None = None
+    test_fraction: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Splits:
+        """Build from the JSON layout ``{"seed", "test": [...], "folds": [{"train", "val"}, ...]}``.
+
+        Raises
+        ------
+        KeyError, TypeError, ValueError
+            If ``test`` or ``folds`` is missing or not lists of subject ids.
+        """
+        def ids(value: Any) -> tuple[str, ...]:
+            if isinstance(value, (str, bytes)) or not all(isinstance(v, str) for v in value):
+                raise TypeError(f"expected a list of subject ids, got {value!r}")
+            return tuple(value)
+
+        folds = tuple(FoldSplit(ids(fold["train"]), ids(fold["val"])) for fold in data["folds"])
+        return cls(test=ids(data["test"]), folds=folds, seed=data.get("seed"), num_folds=data.get("num_folds"),
+                   test_fraction=data.get("test_fraction"))
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Splits:
+        """Read a ``splits.json``.
+
+        Raises
+        ------
+        ManifestError
+            If the file cannot be read or is not a valid splits file (the message says what to do).
+        """
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ManifestError(
+                f"{path}: not a valid splits file ({error}); restore it, or delete it to re-split "
+                "(which invalidates comparisons with earlier folds)"
+            ) from error
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout of ``splits.json`` (settings first, then ``test`` and ``folds``)."""
+        settings = {"seed": self.seed, "num_folds": self.num_folds, "test_fraction": self.test_fraction}
+        return {**{k: v for k, v in settings.items() if v is not None}, "test": list(self.test),
+                "folds": [{"train": list(f.train), "val": list(f.val)} for f in self.folds]}
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write ``splits.json`` atomically (indented JSON)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @property
+    def subjects(self) -> set[str]:
+        """Every subject id in the split: test, training and validation."""
+        return set(self.test) | {s for fold in self.folds for s in fold.train + fold.val}
+
+    def select(self, fold: Fold) -> tuple[list[str], list[str]]:
+        """``(train, val)`` subject ids of ``fold`` (an index, or ``"all"``).
+
+        With ``"all"`` every non-test subject trains and the validation set is empty.
+
+        Raises
+        ------
+        ValueError
+            If the fold does not exist.
+        """
+        if fold == "all":
+            return sorted({s for f in self.folds for s in f.train + f.val}), []
+        index = int(fold)
+        if not 0 <= index < len(self.folds):
+            raise ValueError(f"fold {fold} does not exist; the split has folds 0-{len(self.folds) - 1} and 'all'")
+        return list(self.folds[index].train), list(self.folds[index].val)
 
 
 def _by_group(subjects: Sequence[str], groups: Sequence[str | None], rng: np.random.Generator) -> list[list[str]]:
@@ -57,7 +159,7 @@ def make_splits(
     num_folds: int = 10,
     test_fraction: float = 0.15,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> Splits:
     """Split subjects into a held-out test set and ``num_folds`` folds.
 
     Parameters
@@ -76,8 +178,8 @@ def make_splits(
 
     Returns
     -------
-    dict
-        ``{"seed", "test": [...], "folds": [{"train": [...], "val": [...]}, ...]}``.
+    Splits
+        ``test`` and ``folds`` (``{"seed", "test": [...], "folds": [{"train": [...], "val": [...]}, ...]}`` on disk).
 
     Raises
     ------
@@ -109,8 +211,9 @@ def make_splits(
         val_sets = [[] for _ in range(num_folds)]
         for position, subject in enumerate(rest):
             val_sets[position % num_folds].append(subject)
-    folds = [{"train": sorted(s for s in rest if s not in set(val)), "val": sorted(val)} for val in val_sets]
-    return {"seed": seed, "num_folds": num_folds, "test_fraction": test_fraction, "test": sorted(test), "folds": folds}
+    folds = tuple(FoldSplit(train=tuple(sorted(s for s in rest if s not in set(val))), val=tuple(sorted(val)))
+                  for val in val_sets)
+    return Splits(test=tuple(sorted(test)), folds=folds, seed=seed, num_folds=num_folds, test_fraction=test_fraction)
 
 
 def load_or_create_splits(
@@ -120,32 +223,28 @@ def load_or_create_splits(
     num_folds: int = 10,
     test_fraction: float = 0.15,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> Splits:
     """Read ``splits.json`` if it exists, else make it and write it atomically.
 
     Raises
     ------
     ManifestError
-        If an existing split does not cover exactly the manifest's subjects.
+        If an existing split is not a valid splits file or does not cover exactly the
+        manifest's subjects.
     """
     path = Path(path)
     if path.exists():
-        try:
-            splits = json.loads(path.read_text())
-            stored_sets = [splits["test"]] + [fold[part] for fold in splits["folds"] for part in ("train", "val")]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ManifestError(
-                f"{path}: not a valid splits file ({error}); restore it, or delete it to re-split "
-                "(which invalidates comparisons with earlier folds)"
-            ) from error
+        splits = Splits.read(path)
         requested = {"num_folds": num_folds, "test_fraction": test_fraction, "seed": seed}
-        differing = {k: (splits.get(k), v) for k, v in requested.items() if k in splits and splits[k] != v}
+        stored_settings = {"num_folds": splits.num_folds, "test_fraction": splits.test_fraction, "seed": splits.seed}
+        differing = {k: (stored_settings[k], v) for k, v in requested.items()
+                     if stored_settings[k] is not None and stored_settings[k] != v}
         if differing:
             log.warning(
                 "%s was made with %s; it is reused as it is (a split is never regenerated silently)",
                 path, ", ".join(f"{k}={old} (not {new})" for k, (old, new) in differing.items()),
             )
-        stored = {s for subjects_ in stored_sets for s in subjects_}
+        stored = splits.subjects
         current = set(subjects)
         if stored != current:
             added, removed = sorted(current - stored), sorted(stored - current)
@@ -158,20 +257,10 @@ def load_or_create_splits(
             )
         return splits
     splits = make_splits(subjects, groups, num_folds=num_folds, test_fraction=test_fraction, seed=seed)
-    atomic_write_text(path, json.dumps(splits, indent=2) + "\n")
+    splits.write(path)
     return splits
 
 
-def select_fold(splits: dict[str, Any], fold: Fold) -> tuple[list[str], list[str]]:
-    """Return ``(train, val)`` subject ids of ``fold`` (an index, or ``"all"``).
-
-    With ``"all"`` every non-test subject trains and the validation set is empty.
-    """
-    if fold == "all":
-        everyone = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
-        return everyone, []
-    index = int(fold)
-    if not 0 <= index < len(splits["folds"]):
-        raise ValueError(f"fold {fold} does not exist; the split has folds 0-{len(splits['folds']) - 1} and 'all'")
-    chosen = splits["folds"][index]
-    return list(chosen["train"]), list(chosen["val"])
+def select_fold(splits: Splits, fold: Fold) -> tuple[list[str], list[str]]:
+    """Return ``(train, val)`` subject ids of ``fold`` (an index, or ``"all"``): :meth:`Splits.select`."""
+    return splits.select(fold)

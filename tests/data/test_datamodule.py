@@ -21,10 +21,10 @@ def datamodule(tiny_cohort, tmp_path):
 def test_setup_follows_split_and_preprocesses(datamodule):
     splits = datamodule.splits
     assert (datamodule.experiment_dir / "splits.json").exists()
-    assert len(splits["test"]) == 1 and len(splits["folds"]) == 3
+    assert len(splits.test) == 1 and len(splits.folds) == 3
     train_ids = {s["subject_id"] for s in datamodule.train_subjects}
     val_ids = {s["subject_id"] for s in datamodule.val_subjects}
-    assert train_ids == set(splits["folds"][0]["train"]) and val_ids == set(splits["folds"][0]["val"])
+    assert train_ids == set(splits.folds[0].train) and val_ids == set(splits.folds[0].val)
     subject = datamodule.train_subjects[0]
     assert subject["image"].spacing == (4.0, 4.0, 4.0)
     assert subject["image"].data.dtype == torch.float32
