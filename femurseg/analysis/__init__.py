@@ -7,7 +7,10 @@ concept each:
 - :mod:`~femurseg.analysis.phantoms`: the registry of calibration phantom definitions;
 - :mod:`~femurseg.analysis.rods`: finding and measuring a phantom's rods in the scan;
 - :mod:`~femurseg.analysis.calibration`: the HU → density line (phantom, asynchronous,
-  internal, given) with its quality gates.
+  internal, given) with its quality gates;
+- :mod:`~femurseg.analysis.densitometry`: density map, volume / vBMD / BMC per compartment;
+- :mod:`~femurseg.analysis.sides`: input checks and the split into femora;
+- :mod:`~femurseg.analysis.pipeline`: :func:`analyze` and :class:`AnalysisResult`.
 
 See ``docs/analysis.md``.
 """
@@ -26,10 +29,13 @@ from femurseg.analysis.calibration import (
     fit_line,
     load_calibration_json,
 )
+from femurseg.analysis.densitometry import ANALYSIS_COMPARTMENTS, compartment_table, density_image
 from femurseg.analysis.phantoms import DEFAULT_PHANTOM, PHANTOMS, PhantomDefinition, get_phantom, register_phantom
+from femurseg.analysis.pipeline import AnalysisResult, AnalysisSettings, analyze
 from femurseg.analysis.rods import Rod, RodRow, find_rods
 
 __all__ = [
+    "analyze", "AnalysisResult", "AnalysisSettings", "ANALYSIS_COMPARTMENTS", "compartment_table", "density_image",
     "CalibrationLine", "CalibrationGates", "InternalReference", "INTERNAL_REFERENCES", "METHODS", "calibrate",
     "calibrate_internal", "calibrate_phantom", "fit_line", "load_calibration_json", "PhantomDefinition", "PHANTOMS",
     "DEFAULT_PHANTOM", "get_phantom", "register_phantom", "Rod", "RodRow", "find_rods",
