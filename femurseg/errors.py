@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["FemursegError", "ManifestError", "DataError", "CheckpointError", "ThresholdsError", "AnalysisError",
-           "CalibrationError", "Terminated"]
+__all__ = ["FemursegError", "ManifestError", "DataError", "CheckpointError", "ThresholdsError", "AnalysisError", "CalibrationError",
+           "BackendError", "Terminated"]
 
 
 class FemursegError(Exception):
@@ -32,6 +32,10 @@ class CheckpointError(FemursegError):
 
 class ThresholdsError(FemursegError):
     """A decoding-thresholds file is unreadable or belongs to other checkpoints."""
+
+
+class BackendError(FemursegError):
+    """An inference backend is not installed or cannot run a network (the message names the extra to install)."""
 
 
 class AnalysisError(FemursegError):

@@ -50,6 +50,7 @@ from femurseg.data.validate import check_image, check_scan
 from femurseg.data.preprocess import preprocess_image
 from femurseg.errors import DataError
 from femurseg.models.checkpoints import CheckpointSet, build_net, load_checkpoints
+from femurseg.inference.backends import Backend, backend_network, resolve_backend
 from femurseg.inference.contours import geometry_of, label_contours
 from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess
@@ -83,6 +84,12 @@ class InferenceSettings:
     precision
         ``auto`` (bf16 autocast on GPUs and on CPUs with AVX-512 BF16, else fp32),
         ``bf16`` or ``fp32``.
+    backend
+        What runs each network inside the sliding window
+        (:mod:`~femurseg.inference.backends`): ``torch`` (default), ``onnxruntime``
+        or ``openvino`` (the network exported once to ONNX and cached; extras
+        ``femurseg[onnx]``, ``femurseg[openvino]``), or ``auto`` (the fastest
+        installed). Windows, blending and test-time flips are the same for all.
     accumulator
         ``float32`` or ``float16`` sliding-window accumulators.
     windows
@@ -126,6 +133,7 @@ class InferenceSettings:
     batch_size: int = 4
     patch_size: tuple[int, int, int] | None = None
     precision: PrecisionSetting = "auto"
+    backend: Backend = "torch"
     accumulator: Literal["float32", "float16"] = "float32"
     windows: Literal["sparse", "all"] = "sparse"
     sparse_threshold: float = 0.05
@@ -207,31 +215,48 @@ class Predictor:
         A loaded, checked :class:`~femurseg.models.checkpoints.CheckpointSet`.
     settings
         :class:`InferenceSettings`.
+    export_dir
+        Cache of the networks exported for the ``onnxruntime`` and ``openvino``
+        backends (default ``~/.cache/femurseg/onnx``).
 
     Attributes
     ----------
     network
-        The :class:`~femurseg.inference.ensemble.EnsembleNetwork`; move it to a
-        device (``predictor.network.to("cuda")``) to run there.
+        The :class:`~femurseg.inference.ensemble.EnsembleNetwork`; with the
+        ``torch`` backend, move it to a device (``predictor.network.to("cuda")``)
+        to run there; the exported backends run on the CPU.
     """
 
-    def __init__(self, checkpoints: CheckpointSet, settings: InferenceSettings | None = None) -> None:
+    def __init__(self, checkpoints: CheckpointSet, settings: InferenceSettings | None = None,
+                 export_dir: str | os.PathLike[str] | None = None) -> None:
         self.checkpoints = checkpoints
         self.settings = settings or InferenceSettings()
         if self.settings.tta == "auto":  # resolved once, so reports and threshold files name the axes
             self.settings = replace(self.settings, tta=checkpoints.mirror_axes)
+        if self.settings.backend == "auto":  # resolved once, so reports name the backend that ran
+            self.settings = replace(self.settings, backend=resolve_backend("auto"))
         flips = mirror_flips(self.settings.tta)
+        window = self.settings.patch_size or checkpoints.patch_size
+        precision = resolve_precision(self.settings.precision, torch.device("cpu"))
+
+        def member(info: Any) -> torch.nn.Module:
+            if self.settings.backend == "torch":
+                return build_net(info)
+            return backend_network(info, self.settings.backend, window, export_dir, precision)
+
         self.network = EnsembleNetwork(
-            periosteal=[build_net(m) for m in checkpoints.periosteal],
-            endosteal=[build_net(m) for m in checkpoints.endosteal],
-            compartments=[build_net(m) for m in checkpoints.compartments],
+            periosteal=[member(m) for m in checkpoints.periosteal],
+            endosteal=[member(m) for m in checkpoints.endosteal],
+            compartments=[member(m) for m in checkpoints.compartments],
             flips=flips,
             moments=self.settings.uncertainty,
         ).eval()
 
     @property
     def device(self) -> torch.device:
-        return next(self.network.parameters()).device
+        """Where the windows are sent: the networks' device (the CPU for the exported backends)."""
+        parameter = next(self.network.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
 
     def probabilities(self, preprocessed: sitk.Image) -> torch.Tensor:
         """Ensemble probabilities on the preprocessed grid.
@@ -258,7 +283,8 @@ class Predictor:
         skip_value = [0.0] * (4 if s.uncertainty else 2) if skip is not None or sparse is not None else None
         return sliding_window_inference(
             volume, self.network, s.patch_size or self.checkpoints.patch_size, overlap=s.overlap, blend=s.blend,
-            batch_size=s.batch_size, precision=resolve_precision(s.precision, self.device), accumulator_dtype=dtype,
+            batch_size=s.batch_size, accumulator_dtype=dtype,
+            precision=resolve_precision(s.precision, self.device) if s.backend == "torch" else "fp32",
             pad_mode="replicate", device=self.device, skip=skip, skip_value=skip_value, sparse=sparse,
         )[0]
 
