@@ -75,10 +75,11 @@ def test_the_shipped_default_model_matches_its_hash_and_loads_safely():
 
 
 @pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
-def test_the_recipe_config_parses(tmp_path: Path):
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs" / "default_model").glob("*.yaml")))
+def test_the_recipe_config_parses(tmp_path: Path, recipe: str):
     from femurseg.cli import run_lightning_cli
 
-    config = REPO / "configs" / "default_model" / "femur-ct-v1.yaml"
+    config = REPO / "configs" / "default_model" / recipe
     cli = run_lightning_cli(["--config", str(config), "--wandb", "disabled", "--runs_root", str(tmp_path)], run=False)
     assert cli.model.hparams.target == "compartments" and cli.datamodule.hparams.augmentation == "domain"
     assert cli.trainer.max_steps == yaml.safe_load(config.read_text())["trainer"]["max_steps"]
