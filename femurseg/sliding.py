@@ -51,6 +51,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from femurseg.voxels import as_triple
+
 __all__ = ["sliding_window_inference", "importance_map", "window_starts", "tiling_starts", "SparseWindows", "Blend",
            "Precision"]
 
@@ -243,7 +245,7 @@ def sliding_window_inference(
     if image.ndim != 5:
         raise ValueError(f"image must be (B, C, D, H, W), got shape {tuple(image.shape)}")
     spatial = tuple(int(s) for s in image.shape[2:])
-    patch = _triple(patch_size)
+    patch = as_triple(patch_size, "patch_size")
     overlaps = (float(overlap),) * 3 if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
     if len(overlaps) != 3 or any(not 0 <= o < 1 for o in overlaps):
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -347,13 +349,6 @@ def _run(
     if isinstance(result, (list, tuple)):
         result = result[0]
     return activate(result.float())
-
-
-def _triple(value: int | Sequence[int]) -> tuple[int, int, int]:
-    values = (int(value),) * 3 if isinstance(value, int) else tuple(int(v) for v in value)
-    if len(values) != 3 or any(v < 1 for v in values):
-        raise ValueError(f"patch_size must be a positive int or three positive ints, got {value}")
-    return values  # type: ignore[return-value]
 
 
 def _window(start: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:

@@ -42,6 +42,7 @@ from femurseg.data.preprocess import (
 from femurseg.data.sampling import ClassBalancedSampler
 from femurseg.data.validate import DEFAULT_MAX_VOXELS, ValidationSettings, validate_manifest
 from femurseg.errors import DataError
+from femurseg.voxels import as_triple
 
 __all__ = ["FemurDataModule", "load_subject"]
 
@@ -192,7 +193,7 @@ class FemurDataModule(pl.LightningDataModule):
             SubjectCache(cache_dir, self.preprocessing, cache_dtype, validated=validate) if cache_dir is not None else None
         )
         self._validated = False
-        self.patch_size = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
+        self.patch_size = as_triple(patch_size, "patch_size")
         self.label_probabilities = label_probabilities or {0: 0.2, 1: 0.4, 2: 0.4}
         self.splits: Splits | None = None
         self.train_subjects: list[tio.Subject] = []

@@ -29,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from femurseg.labels import endosteal_mask, periosteal_mask
+from femurseg.voxels import bounding_box
 
 __all__ = [
     "Preprocessing", "canonical_grid", "crop_to_label", "preprocess_image", "preprocess_label", "label_fractions",
@@ -171,15 +172,12 @@ def crop_to_label(image: sitk.Image, label: sitk.Image, margin_mm: float) -> tup
         The cropped images (their origins keep them in place) and the box as
         ``[x0, y0, z0, x1, y1, z1]`` voxel indices of the uncropped grid (end exclusive).
     """
-    array = sitk.GetArrayViewFromImage(label) > 0
-    if not array.any():
+    array = sitk.GetArrayViewFromImage(label) > 0  # (z, y, x)
+    margins_zyx = [int(math.ceil(margin_mm / spacing)) for spacing in reversed(image.GetSpacing())]
+    box_zyx = bounding_box(array, margin=margins_zyx)
+    if box_zyx is None:
         return image, label, [0, 0, 0, *image.GetSize()]
-    low, high = [], []
-    for axis_zyx, spacing, size in zip((2, 1, 0), image.GetSpacing(), image.GetSize()):
-        other = tuple(a for a in range(3) if a != axis_zyx)
-        present = np.flatnonzero(array.any(axis=other))
-        margin = int(math.ceil(margin_mm / spacing))
-        low.append(max(0, int(present[0]) - margin))
-        high.append(min(size, int(present[-1]) + 1 + margin))
+    low = [int(axis.start) for axis in reversed(box_zyx)]
+    high = [int(axis.stop) for axis in reversed(box_zyx)]
     box = (slice(low[0], high[0]), slice(low[1], high[1]), slice(low[2], high[2]))
     return image[box], label[box], low + high

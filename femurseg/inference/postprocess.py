@@ -37,9 +37,9 @@ import numpy as np
 from scipy import ndimage
 
 from femurseg.labels import compose
+from femurseg.voxels import bounding_box
 
-__all__ = ["Postprocessing", "postprocess", "decode_probabilities", "largest_components", "shell_structure",
-           "bounding_box"]
+__all__ = ["Postprocessing", "postprocess", "decode_probabilities", "largest_components", "shell_structure"]
 
 Decoding = Literal["threshold", "argmax"]
 
@@ -273,12 +273,3 @@ def _main_inner_component(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
             keep.append(int(np.argmax(counts)) + 1)
     return np.isin(parts, keep)
 
-
-def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Slices of the bounding box of a non-empty ``mask``, grown by ``margin`` voxels and clipped to the array."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(0, int(present[0]) - margin), min(mask.shape[axis], int(present[-1]) + margin + 1)))
-    return tuple(box)

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from femurseg.inference.postprocess import bounding_box
+from femurseg.voxels import bounding_box
 
 __all__ = ["Refinement", "refine_contours"]
 

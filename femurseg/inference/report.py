@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from femurseg.labels import COMPARTMENTS, LABEL_VALUES, periosteal_mask
+from femurseg.voxels import bounding_box
 
 __all__ = ["Calibration", "COMPARTMENTS", "compartment_report", "side_reports"]
 
@@ -68,8 +69,8 @@ def compartment_report(image: sitk.Image, label: sitk.Image, calibration: Calibr
     foreground = labels > 0
     counts = np.zeros(len(LABEL_VALUES), np.int64)
     sums = np.zeros(len(LABEL_VALUES), np.float64)
-    if foreground.any():
-        box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(foreground))
+    box = bounding_box(foreground)
+    if box is not None:
         values = labels[box].ravel().astype(np.intp)
         counts = np.bincount(values, minlength=len(LABEL_VALUES))[: len(LABEL_VALUES)]
         sums = np.bincount(values, weights=hu[box].ravel().astype(np.float64),

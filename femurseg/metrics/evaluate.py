@@ -35,8 +35,9 @@ from femurseg.atomic import atomic_write_text
 from femurseg.errors import DataError, FemursegError
 from femurseg.labels import MASKS
 from femurseg.metrics.overlap import overlap_metrics
-from femurseg.metrics.surface import _union_box, surface_metrics
+from femurseg.metrics.surface import surface_metrics
 from femurseg.metrics.volume import Spacing, check_spacing, volume_cm3, volume_error_pct
+from femurseg.voxels import bounding_box
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -133,7 +134,7 @@ def evaluate_label_maps(
     sampling = check_spacing(spacing, pred_arr.ndim)
     # Every target lies inside the periosteal union: crop once (margin 1, so surfaces and
     # counts are unchanged) instead of scanning the full grid for each target and metric.
-    box = _union_box(pred_arr > 0, ref_arr > 0)
+    box = bounding_box(pred_arr > 0, ref_arr > 0, margin=1)
     if box is not None:
         pred_arr, ref_arr = pred_arr[box], ref_arr[box]
     row: dict[str, float] = {}

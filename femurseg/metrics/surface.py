@@ -47,6 +47,7 @@ from scipy import ndimage
 
 from femurseg.metrics.overlap import as_mask_pair
 from femurseg.metrics.volume import Spacing, check_spacing
+from femurseg.voxels import bounding_box
 
 __all__ = [
     "SurfaceDistances",
@@ -111,22 +112,6 @@ def surface_voxels(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
-def _union_box(pred: np.ndarray, ref: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
-    """Slices of the union's bounding box grown by ``margin``, clipped to the array."""
-    box: list[slice] = []
-    union_any = [pred, ref]
-    for axis in range(pred.ndim):
-        other = tuple(a for a in range(pred.ndim) if a != axis)
-        present = np.zeros(pred.shape[axis], dtype=bool)
-        for mask in union_any:
-            present |= mask.any(axis=other) if other else mask
-        hits = np.flatnonzero(present)
-        if hits.size == 0:
-            return None
-        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + margin + 1, pred.shape[axis])))
-    return tuple(box)
-
-
 def surface_distances(pred: npt.ArrayLike, ref: npt.ArrayLike, spacing: Spacing | float) -> SurfaceDistances:
     """Directed distances between the surfaces of two masks.
 
@@ -152,7 +137,7 @@ def surface_distances(pred: npt.ArrayLike, ref: npt.ArrayLike, spacing: Spacing 
     """
     pred_arr, ref_arr = as_mask_pair(pred, ref)
     sampling = check_spacing(spacing, pred_arr.ndim)
-    box = _union_box(pred_arr, ref_arr)
+    box = bounding_box(pred_arr, ref_arr, margin=1)
     if box is None:
         empty = np.zeros(0, dtype=np.float64)
         return SurfaceDistances(empty, empty.copy())

@@ -19,12 +19,14 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from femurseg.devices import cpu_has_fast_bf16
 from femurseg.labels import TARGET_CLASSES, Target, endosteal_mask, periosteal_mask, target_of
 from femurseg.models.checkpoints import FORMAT_VERSION
 from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpoint_layout, update_ema
 from femurseg.models.registry import LOSSES, NETS, net_spec
 from femurseg.models.schedules import Schedule, lr_factor
 from femurseg.sliding import sliding_window_inference
+from femurseg.voxels import as_triple
 
 __all__ = ["training_record", "SegmentationModule", "Target", "TARGET_CLASSES", "make_target", "make_soft_target", "adamw"]
 
@@ -170,7 +172,7 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
         self.save_hyperparameters(ignore=["optimizer"])
         self.classes = TARGET_CLASSES[target]
-        self.patch_size = _triple(patch_size)
+        self.patch_size = as_triple(patch_size, "patch_size")
         self.net_kwargs = {**(net_kwargs or {}), "in_channels": 1, "out_channels": len(self.classes)}
         spec = net_spec(net)  # what the net declared when it was registered (docs/plugins.md)
         if spec.needs_patch_size and "patch_size" not in self.net_kwargs:
@@ -345,22 +347,6 @@ class SegmentationModule(pl.LightningModule):
         self.mirror_axes = checkpoint.get("femurseg", {}).get("mirror_axes")
         if "state_dict" in checkpoint:
             from_checkpoint_layout(checkpoint["state_dict"], keep_ema=self.ema_net is not None)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN reports native bf16 on this CPU (AVX-512 BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _triple(value: int | tuple[int, ...] | list[int]) -> tuple[int, int, int]:
-    if isinstance(value, int):
-        return (value, value, value)
-    if len(value) != 3:
-        raise ValueError(f"patch size must be an int or three ints, got {value}")
-    return tuple(int(v) for v in value)  # type: ignore[return-value]
 
 
 def _plain(value: Any) -> Any:

@@ -13,14 +13,14 @@ import torch
 
 from torch import nn
 
+from femurseg.voxels import Size3, as_triple
+
 __all__ = [
     "LayerSpec", "Size3", "make_norm", "make_act", "as_triple", "ConvNormAct", "ResidualBlock", "check_stages",
     "DeepSupervisionHeads", "decode_skips",
 ]
 
 LayerSpec = Union[str, tuple[str, dict[str, Any]], None]
-#: an int for all three axes or one value per axis, e.g. ``(1, 2, 2)`` for thick slices
-Size3 = Union[int, Sequence[int]]
 
 _NORMS = {
     "instance": lambda c, **kw: nn.InstanceNorm3d(c, affine=True, **kw),
@@ -60,22 +60,6 @@ def make_act(spec: LayerSpec) -> nn.Module:
     if name not in _ACTS:
         raise ValueError(f"unknown activation {name!r}; valid: {', '.join(sorted(_ACTS))}")
     return _ACTS[name](**kwargs)
-
-
-def as_triple(value: Size3) -> tuple[int, int, int]:
-    """``3 → (3, 3, 3)``; a sequence of three ints is returned as a tuple.
-
-    Raises
-    ------
-    ValueError
-        If a sequence does not hold exactly three values.
-    """
-    if isinstance(value, int):
-        return (value, value, value)
-    values = tuple(int(v) for v in value)
-    if len(values) != 3:
-        raise ValueError(f"expected an int or three ints, got {tuple(value)}")
-    return values  # type: ignore[return-value]
 
 
 def check_stages(channels: tuple[int, ...] | list[int], strides: tuple[int, ...] | list[int]) -> None:
