@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="HU to K2HPO4 mg/cm³ line for vBMD and BMC")
     post.add_argument("--save-probabilities", action="store_true", help="write probabilities.nii.gz")
     post.add_argument("--uncertainty", action="store_true",
-                      help="write uncertainty.nii.gz (ensemble standard deviation) and a QC flag")
+                      help="write uncertainty.nii.gz (ensemble standard deviation) and add the members' agreement "
+                           "(pairwise Dice, volume spread, uncertainty in the cortex) to qc.json")
     post.add_argument("--uncertainty-threshold", type=float, default=0.15)
     post.add_argument("--no-qc", action="store_true", help="skip qc.png")
     post.add_argument("--overwrite", action="store_true",

@@ -248,6 +248,10 @@ def _report_row(scan: ScanInput, report: dict[str, Any], seconds: float) -> dict
     row: dict[str, Any] = {"subject_id": scan.subject_id, "image": str(scan.path),
                            "uncertainty": report.get("uncertainty"), "qc_flag": report.get("qc_flag"),
                            "seconds": round(float(seconds), 2)}
+    if "qc" in report:
+        row["qc_pass"] = report["qc"]["pass"]
+        row["qc_flags"] = " ".join(report["qc"]["flags"])
+        row.update({k: (report["qc"].get("ensemble") or {}).get(k) for k in ("member_dice_min", "volume_cv")})
     for name in ("periosteal", "cortical", "trabecular"):
         row[f"volume_{name}_cm3"] = report["volume_cm3"][name]
         row[f"mean_hu_{name}"] = report["mean_hu"][name]
@@ -301,9 +305,14 @@ def completed_row(output: Path, scan: ScanInput, predictor: Predictor, qc: bool,
 
 def write_cohort_tables(output: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
                         errors: Sequence[dict[str, Any]]) -> int:
-    """Write ``summary.csv`` and ``errors.csv`` (sorted by subject) atomically; return the number of errors."""
+    """Write ``summary.csv`` and ``errors.csv`` atomically; return the number of errors.
+
+    Summary rows are sorted with the scans that failed QC (``qc_pass`` false) first,
+    then by subject; errors by subject.
+    """
     output = Path(output)
-    write_csv(output / SUMMARY_FILE, sorted(rows, key=lambda r: r["subject_id"]), SUMMARY_COLUMNS)
+    write_csv(output / SUMMARY_FILE, sorted(rows, key=lambda r: (r.get("qc_pass") is not False, r["subject_id"])),
+              SUMMARY_COLUMNS)
     write_csv(output / ERRORS_FILE, sorted(errors, key=lambda r: r["subject_id"]), ERROR_COLUMNS)
     return len(errors)
 

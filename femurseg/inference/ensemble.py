@@ -14,7 +14,10 @@ output is flipped back before averaging. Because sliding-window blending is line
 ensembling per window equals ensembling whole-volume probabilities, while one
 accumulator suffices. With ``moments=True`` two more channels hold the mean of
 ``P²`` and ``E²`` over the ensemble, from which the ensemble's standard deviation
-(disagreement) follows.
+(disagreement) follows, and one channel per **member** holds that member's ``P``
+(channels 4 onwards), from which :mod:`~femurseg.inference.qc` measures pairwise
+Dice and volume spread. A member is one checkpoint (its flips averaged) when a
+contour has several checkpoints, otherwise one flip of the single checkpoint.
 
 Examples
 --------
@@ -71,7 +74,8 @@ class EnsembleNetwork(nn.Module):
     flips
         Spatial axes to flip per augmentation (:func:`mirror_flips`).
     moments
-        Also output the ensemble means of ``P²`` and ``E²`` (channels 2 and 3).
+        Also output the ensemble means of ``P²`` and ``E²`` (channels 2 and 3) and
+        each member's ``P`` (channels 4 to ``4 + members - 1``).
     """
 
     def __init__(
@@ -98,6 +102,17 @@ class EnsembleNetwork(nn.Module):
         """Predictions averaged per contour: members × flips."""
         return max(len(self.periosteal), len(self.compartments)) * len(self.flips)
 
+    @property
+    def members(self) -> int:
+        """Members whose periosteal maps are output with ``moments``: checkpoints, or flips of a single one."""
+        nets = len(self.compartments) or len(self.periosteal)
+        return nets if nets > 1 else len(self.flips)
+
+    @property
+    def channels(self) -> int:
+        """Output channels: 2, or with ``moments`` 4 plus one per member."""
+        return 4 + self.members if self.moments else 2
+
     def _probabilities(self, net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         """Softmax ``(N, C, D, H, W)`` of ``net`` for each flip, flipped back."""
         out = []
@@ -111,22 +126,27 @@ class EnsembleNetwork(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 1, D, H, W)`` windows → ``(N, 2, D, H, W)`` (or 4 channels with moments), float32."""
-        channels = 4 if self.moments else 2
-        result = torch.zeros((x.shape[0], channels, *x.shape[2:]), dtype=torch.float32, device=x.device)
+        """``(N, 1, D, H, W)`` windows → ``(N, channels, D, H, W)`` float32 (see :attr:`channels`)."""
+        result = torch.zeros((x.shape[0], self.channels, *x.shape[2:]), dtype=torch.float32, device=x.device)
         if self.compartments:
             sources = [(net, None) for net in self.compartments]
         else:
             sources = [(net, 0) for net in self.periosteal] + [(net, 1) for net in self.endosteal]
         counts = [0, 0]
+        per_flip = (len(self.compartments) or len(self.periosteal)) == 1  # members are the flips
+        member = 0
         for net, channel in sources:
-            for p in self._probabilities(net, x):
+            for f, p in enumerate(self._probabilities(net, x)):
                 pairs = [(0, p[:, 1] + p[:, 2]), (1, p[:, 2])] if channel is None else [(channel, p[:, 1])]
                 for c, value in pairs:
                     result[:, c] += value
                     if self.moments:
                         result[:, c + 2] += value * value
+                        if c == 0:
+                            result[:, 4 + (f if per_flip else member)] += value / (1 if per_flip else len(self.flips))
                     counts[c] += 1
+            if channel != 1:
+                member += 1
         for c in range(2):
-            result[:, c::2] /= counts[c]
+            result[:, c:4:2] /= counts[c]
         return result

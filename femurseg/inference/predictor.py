@@ -54,6 +54,7 @@ from femurseg.inference.backends import Backend, backend_network, resolve_backen
 from femurseg.inference.contours import geometry_of, label_contours
 from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess
+from femurseg.inference.qc import QCSettings, decoded_numbers, ensemble_agreement, quality_report
 from femurseg.inference.refine import Refinement, refine_contours
 from femurseg.inference.report import Calibration, compartment_report, side_reports
 from femurseg.labels import endosteal_mask, periosteal_mask
@@ -112,7 +113,8 @@ class InferenceSettings:
         Average the weights of each target's checkpoints into one network.
     uncertainty
         Compute the ensemble's disagreement (standard deviation of the
-        probabilities) and the QC flag.
+        probabilities, ``uncertainty.nii.gz``), the members' agreement (pairwise
+        Dice, volume spread) for ``qc.json``, and the QC flag.
     uncertainty_threshold
         QC flag raised when the mean disagreement on the contours exceeds this.
     keep_probabilities
@@ -125,6 +127,8 @@ class InferenceSettings:
         contours as decoded.
     calibration
         HU → density line for vBMD and BMC, or ``None``.
+    qc
+        Thresholds of the flags of ``qc.json`` (:class:`~femurseg.inference.qc.QCSettings`).
     """
 
     tta: str = "auto"
@@ -146,6 +150,7 @@ class InferenceSettings:
     postprocessing: Postprocessing = field(default_factory=Postprocessing)
     refinement: Refinement | None = field(default_factory=Refinement)
     calibration: Calibration | None = None
+    qc: QCSettings = field(default_factory=QCSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, written to ``report.json``."""
@@ -280,7 +285,7 @@ class Predictor:
         # channel 0 of the ensemble's output is P(periosteal): every contour lies inside it
         sparse = (SparseWindows(channel=0, threshold=s.sparse_threshold, core=s.sparse_core)
                   if s.windows == "sparse" else None)
-        skip_value = [0.0] * (4 if s.uncertainty else 2) if skip is not None or sparse is not None else None
+        skip_value = [0.0] * self.network.channels if skip is not None or sparse is not None else None
         return sliding_window_inference(
             volume, self.network, s.patch_size or self.checkpoints.patch_size, overlap=s.overlap, blend=s.blend,
             batch_size=s.batch_size, accumulator_dtype=dtype,
@@ -315,14 +320,16 @@ class Predictor:
         del preprocessed
         outer_p = _resample(maps[0].float(), grid, image)
         inner_p = _resample(maps[1].float(), grid, image)
-        spread = None
+        spread = agreement = None
         if s.uncertainty:
-            deviation = (maps[2:].float() - maps[:2].float() ** 2).clamp_(min=0).sqrt_().amax(dim=0)
+            deviation = (maps[2:4].float() - maps[:2].float() ** 2).clamp_(min=0).sqrt_().amax(dim=0)
             spread = _resample(deviation, grid, image)
+            agreement = ensemble_agreement(maps, grid[1], self.network.size)
         del maps
         hu = sitk.GetArrayViewFromImage(image)
         decoding = "argmax" if self.checkpoints.kind == "compartments" else "threshold"
         outer, inner = decode_probabilities(outer_p, inner_p, decoding, s.postprocessing.thresholds)
+        decoded = decoded_numbers(outer, inner)
         array = postprocess(outer, inner, image.GetSpacing(), s.postprocessing, hu)
         del outer, inner
         if s.refinement is not None:
@@ -339,6 +346,8 @@ class Predictor:
         if spread is not None:
             report["uncertainty"] = _contour_uncertainty(spread, array)
             report["qc_flag"] = bool(report["uncertainty"] is not None and report["uncertainty"] > s.uncertainty_threshold)
+        report["qc"] = quality_report(array, image.GetSpacing(), s.qc, decoded, agreement, spread,
+                                      len(report["femurs"]) or None)
         report["geometry"] = geometry_of(image)
         report["checkpoints"] = self.checkpoints.describe()
         report["ensemble"] = {"kind": self.checkpoints.kind, "predictions_per_contour": self.network.size}

@@ -8,7 +8,8 @@ replaced only by a complete new one). Single files (cohort CSVs) are written to 
 temporary name and renamed.
 
 Files of a subject folder: ``segmentation.nii.gz``, ``contours.json``,
-``report.json``, ``qc.png``, and optionally ``probabilities.nii.gz`` (2 components:
+``report.json``, ``qc.png``, ``qc.json`` (QC numbers and flags, see
+:mod:`~femurseg.inference.qc`), and optionally ``probabilities.nii.gz`` (2 components:
 periosteal, endosteal) and ``uncertainty.nii.gz``.
 """
 
@@ -30,7 +31,8 @@ from femurseg.atomic import atomic_write_text, temporary_folder
 from femurseg.data.io import write_image
 
 __all__ = [
-    "SEGMENTATION_FILE", "CONTOURS_FILE", "REPORT_FILE", "QC_FILE", "PROBABILITIES_FILE", "UNCERTAINTY_FILE",
+    "SEGMENTATION_FILE", "CONTOURS_FILE", "REPORT_FILE", "QC_FILE", "QC_REPORT_FILE", "PROBABILITIES_FILE",
+    "UNCERTAINTY_FILE",
     "atomic_write_text", "write_json", "write_csv", "subject_folder", "write_subject",
     "SUMMARY_COLUMNS", "ERROR_COLUMNS", "SUMMARY_FILE", "ERRORS_FILE",
 ]
@@ -39,6 +41,7 @@ SEGMENTATION_FILE = "segmentation.nii.gz"
 CONTOURS_FILE = "contours.json"
 REPORT_FILE = "report.json"
 QC_FILE = "qc.png"
+QC_REPORT_FILE = "qc.json"
 PROBABILITIES_FILE = "probabilities.nii.gz"
 UNCERTAINTY_FILE = "uncertainty.nii.gz"
 #: cohort-level files beside the subject folders (no subject may take these names)
@@ -52,7 +55,7 @@ SUMMARY_COLUMNS = [
     "bmc_periosteal_g", "femurs", "sides",
     "right_volume_periosteal_cm3", "right_volume_cortical_cm3", "right_volume_trabecular_cm3",
     "left_volume_periosteal_cm3", "left_volume_cortical_cm3", "left_volume_trabecular_cm3",
-    "uncertainty", "qc_flag", "seconds",
+    "qc_pass", "qc_flags", "uncertainty", "qc_flag", "member_dice_min", "volume_cv", "seconds",
 ]
 ERROR_COLUMNS = ["subject_id", "image", "error_type", "message"]
 
@@ -136,6 +139,8 @@ def write_subject(
     with subject_folder(output, subject_id) as folder:
         write_image(label, folder / SEGMENTATION_FILE)
         write_json(folder / CONTOURS_FILE, contours)
+        if "qc" in report:
+            write_json(folder / QC_REPORT_FILE, {"subject_id": subject_id, **report["qc"]})
         if probabilities is not None:
             write_image(probabilities, folder / PROBABILITIES_FILE)
         if uncertainty is not None:

@@ -94,7 +94,10 @@ def test_cohort_with_a_corrupt_scan_finishes_and_reports_it(cohort, tmp_path, ca
     assert sorted(p.name for p in out.iterdir()) == ["a", "b", "errors.csv", "summary.csv"]
     folder = out / "a"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "contours.json", "qc.png", "report.json", "segmentation.nii.gz", "uncertainty.nii.gz"]
+        "contours.json", "qc.json", "qc.png", "report.json", "segmentation.nii.gz", "uncertainty.nii.gz"]
+    qc = json.loads((folder / "qc.json").read_text())  # with --uncertainty: the members are the two x flips
+    assert qc["subject_id"] == "a" and qc["ensemble"]["members"] == 2 and 0 <= qc["ensemble"]["member_dice_min"] <= 1
+    assert summary[0]["qc_pass"] == str(qc["pass"]) and summary[0]["qc_flags"] == " ".join(qc["flags"])
     label_image = sitk.ReadImage(str(folder / "segmentation.nii.gz"))
     scan = sitk.ReadImage(str(scans / "a.nii.gz"))
     assert label_image.GetSize() == scan.GetSize() and label_image.GetSpacing() == scan.GetSpacing()
