@@ -27,6 +27,7 @@ shaft-sized slice gives ``unknown``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import time
@@ -108,13 +109,15 @@ def interleaved(paths: list[Path]) -> list[Path]:
 def evaluate(periosteal: list[str], endosteal: list[str], slices: Path, depth: int, slice_mm: float,
              refine: bool = True, checkpoints: list[str] | None = None, model: str | None = None,
              per_patient: int | None = None, shard: tuple[int, int] = (0, 1), stream: Any = None,
-             names: set[str] | None = None) -> list[dict[str, object]]:
+             names: set[str] | None = None, overlap: float | None = None) -> list[dict[str, object]]:
     """Score the slices (a shard of them); each row is also written to ``stream`` (CSV) as soon as it is known."""
     from femurseg.models.checkpoints import load_checkpoints
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.inference.refine import Refinement
 
     settings = InferenceSettings(tta="none", refinement=Refinement() if refine else None)
+    if overlap is not None:
+        settings = dataclasses.replace(settings, overlap=overlap)
     if checkpoints or periosteal or endosteal:
         loaded = load_checkpoints(checkpoints, periosteal, endosteal)
     else:
@@ -214,6 +217,7 @@ def main() -> None:
     parser.add_argument("--slice-mm", type=float, default=2.0)
     parser.add_argument("--refine", choices=("half-maximum", "none"), default="half-maximum",
                         help="contour refinement, as `femurseg segment --refine`")
+    parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: segment's)")
     parser.add_argument("--figure", type=Path)
     parser.add_argument("--note", default="", help="what the models are, for the Markdown section")
     parser.add_argument("--append", type=Path, help="replace or add this section in a Markdown file")
@@ -223,7 +227,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     shard = tuple(int(v) for v in args.shard.split("/"))
-    kwargs = dict(refine=args.refine == "half-maximum", checkpoints=args.checkpoints, model=args.model,
+    kwargs = dict(refine=args.refine == "half-maximum", checkpoints=args.checkpoints, model=args.model, overlap=args.overlap,
                   per_patient=args.per_patient)
     start = time.perf_counter()
     if args.summarize:
