@@ -15,21 +15,30 @@ Examples
 >>> folder = pathlib.Path(tempfile.mkdtemp())
 >>> atomic_write_text(folder / "report.json", "{}").read_text()
 '{}'
+>>> print(atomic_write_csv(folder / "rows.csv", [{"id": "a", "dice": 0.5}, {"id": "b"}], ["id", "dice"]).read_text())
+id,dice
+a,0.5
+b,
+<BLANKLINE>
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
-    "atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_folder", "honour_umask",
-    "remove_stale_temporaries",
+    "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_csv", "atomic_write_json", "csv_text",
+    "temporary_folder", "honour_umask", "remove_stale_temporaries",
 ]
 
 #: temporaries of this module and of femurseg's folder writers: ``.<name>.<pid>.<random>.tmp*``
@@ -128,3 +137,43 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (no newline translation) and return ``path``."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], float_format: str | None = None) -> str:
+    """A CSV table as text: a header of ``columns``, then one line per row (``\\n`` line ends).
+
+    Parameters
+    ----------
+    rows
+        Mappings from column name to value; a missing key or ``None`` is an empty
+        field, keys that are not columns are ignored.
+    columns
+        The header, in order.
+    float_format
+        Format spec for ``float`` values (``".8g"``); ``None`` writes them as Python does.
+    """
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        if float_format is not None:
+            row = {k: format(v, float_format) if isinstance(v, float) else v for k, v in row.items()}
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def atomic_write_csv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]], columns: Sequence[str],
+                     float_format: str | None = None) -> Path:
+    """Write a CSV table (:func:`csv_text`) to ``path`` atomically and return ``path``."""
+    return atomic_write_text(path, csv_text(rows, columns, float_format))
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int = 2, *, sort_keys: bool = False,
+                      allow_nan: bool = False, default: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``data`` as indented JSON with a final newline, atomically; return ``path``.
+
+    NaN and infinity are refused unless ``allow_nan`` (they are not JSON); ``default``
+    converts values ``json`` cannot (as in :func:`json.dumps`).
+    """
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, allow_nan=allow_nan, default=default)
+    return atomic_write_text(path, text + "\n")

@@ -38,8 +38,6 @@ Examples
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import shlex
@@ -49,11 +47,11 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from femurseg.atomic import atomic_write_text
+from femurseg.atomic import atomic_write_csv, atomic_write_json
 from femurseg.data.folds import Splits
 from femurseg.errors import FemursegError, Terminated
 from femurseg.signals import signal_handlers
@@ -74,7 +72,6 @@ __all__ = [
     "print_commands",
     "run_fit",
     "train_fold",
-    "write_manifest",
     "write_summary",
 ]
 
@@ -294,7 +291,7 @@ def train_fold(plan: CVPlan, fold: int) -> FoldState:
         "seconds": round(time.perf_counter() - start, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_text(run_dir / DONE_FILE, json.dumps(done, indent=2) + "\n")
+    atomic_write_json(run_dir / DONE_FILE, done, allow_nan=True)
     return state
 
 
@@ -470,20 +467,6 @@ def _records(plan: CVPlan, subjects: Sequence[str]) -> list[Any]:
     return [by_id[s] for s in subjects]
 
 
-def write_manifest(records: Sequence[Any], path: Path) -> Path:
-    """A manifest of ``records`` with absolute paths, written atomically."""
-    columns = ["subject_id", "image", "label", "periosteal", "endosteal", "side", "group"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for r in records:
-        files = {c: str(Path(p).resolve()) if p is not None else "" for c, p in r.files.items()}
-        writer.writerow({"subject_id": r.subject_id, "side": r.side or "", "group": r.group or "",
-                         **{c: files.get(c, "") for c in columns[1:5]}})
-    atomic_write_text(path, buffer.getvalue())
-    return path
-
-
 def _stamp(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return [{"path": str(p), "mtime_ns": p.stat().st_mtime_ns, "size": p.stat().st_size} for p in paths]
 
@@ -507,7 +490,7 @@ def predict(records: Sequence[Any], checkpoints: Sequence[Path], output: Path, t
     inputs = [ScanInput(r.subject_id, Path(r.image)) for r in records]
     failed = run_cohort(inputs, output, predictor, trainer_kwargs={"accelerator": "auto", "devices": 1}, qc=False)
     if not failed:
-        atomic_write_text(marker, json.dumps(stamp, indent=2) + "\n")
+        atomic_write_json(marker, stamp, allow_nan=True)
     return failed
 
 
@@ -517,8 +500,11 @@ def _evaluate_set(
     """Predict and evaluate one set of subjects; per-subject rows of ``evaluate_cohort``."""
     from femurseg.metrics.evaluate import evaluate_cohort
 
+    from femurseg.data.manifest import write_manifest
+
     records = _records(plan, subjects)
-    manifest = write_manifest(records, folder / "manifest.csv")
+    absolute = [replace(r, **{c: Path(p).resolve() for c, p in r.files.items()}) for r in records]
+    manifest = write_manifest(folder / "manifest.csv", absolute)
     predict(records, checkpoints, folder, tta)
     return evaluate_cohort(folder, manifest, folder / "metrics.csv", show=False).rows
 
@@ -570,16 +556,10 @@ def write_summary(path: Path, rows: dict[str, list[dict[str, Any]]], pair: CVPla
         for stat in ("mean", "std"):
             values = {k: summary["metrics"][k][stat] for k in keys if k in summary["metrics"]}
             table.append({"kind": stat, "fold": name, **{k: v for k, v in values.items() if v is not None}})
-    buffer = io.StringIO()
-    columns = ["kind", "fold", "subject_id", "status", "error", *keys]
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in table:
-        writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_csv(path, table, ["kind", "fold", "subject_id", "status", "error", *keys], float_format=".8g")
     document = {"pair": str(pair.experiment_dir) if pair else None, "groups": groups,
                 "overall": groups_all.get("all", next(iter(groups.values())))}
-    atomic_write_text(path.with_suffix(".json"), json.dumps(document, indent=2, allow_nan=False) + "\n")
+    atomic_write_json(path.with_suffix(".json"), document)
     overall = document["overall"]
     dice = overall["metrics"].get("periosteal_dice", {})
     print(f"femurseg cv: wrote {path}: {overall['n_ok']}/{overall['n_subjects']} subjects evaluated; periosteal Dice "

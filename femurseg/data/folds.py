@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from femurseg.atomic import atomic_write_text
+from femurseg.atomic import atomic_write_json
 from femurseg.errors import ManifestError
 
 __all__ = ["make_splits", "load_or_create_splits", "select_fold", "Fold", "FoldSplit", "Splits"]
@@ -110,7 +110,7 @@ class Splits:
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write ``splits.json`` atomically (indented JSON)."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_json(path, self.to_dict(), allow_nan=True)
 
     @property
     def subjects(self) -> set[str]:

@@ -2,13 +2,22 @@
 
 Columns: ``subject_id,image,label`` or ``subject_id,image,periosteal,endosteal``;
 optional ``side`` (``left``/``right``) and ``group`` (stratum for folds). Paths are
-relative to the manifest's folder.
+relative to the manifest's folder. This module owns the format: :func:`read_manifest`
+reads it and :func:`write_manifest` writes it (the synthetic cohort, ``cv``'s
+evaluation sets).
 
 Examples
 --------
 >>> records = read_manifest("cohort/manifest.csv")  # doctest: +SKIP
 >>> records[0].subject_id, records[0].image.name     # doctest: +SKIP
 ('phantom_00000', 'phantom_00000.nii.gz')
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> rows = [ManifestRecord("s1", Path("images/s1.nii.gz"), Path("labels/s1.nii.gz"), side="left")]
+>>> print(write_manifest(folder / "manifest.csv", rows).read_text())
+subject_id,image,label,side,group
+s1,images/s1.nii.gz,labels/s1.nii.gz,left,
+<BLANKLINE>
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ import csv
 import io
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from femurseg.atomic import atomic_write_csv
 from femurseg.errors import ManifestError
 
-__all__ = ["ManifestRecord", "read_manifest", "parse_manifest", "check_subject_id"]
+__all__ = ["ManifestRecord", "read_manifest", "parse_manifest", "check_subject_id", "write_manifest"]
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _EXTRA = "\0extra"  # csv restkey: fields beyond the header's columns
@@ -79,6 +90,21 @@ def check_subject_id(subject_id: str) -> str | None:
     if not _SAFE_ID.match(subject_id):
         return f"subject id {subject_id!r} must use only letters, digits, '.', '_' and '-'"
     return None
+
+
+def write_manifest(path: str | os.PathLike[str], records: Sequence[ManifestRecord]) -> Path:
+    """Write ``records`` as a manifest CSV, atomically; return ``path``.
+
+    Columns: ``subject_id,image``, then ``label`` if any record has one,
+    ``periosteal,endosteal`` if any record gives masks, then ``side,group``; a value
+    a record lacks is an empty field. Paths are written as the records hold them: a
+    relative path is read back relative to the manifest's folder.
+    """
+    references = [c for c in ("label", "periosteal", "endosteal") if any(getattr(r, c) is not None for r in records)]
+    columns = ["subject_id", "image", *references, "side", "group"]
+    rows = [{"subject_id": r.subject_id, **{c: p.as_posix() for c, p in r.files.items()}, "side": r.side,
+             "group": r.group} for r in records]
+    return atomic_write_csv(path, rows, columns)
 
 
 def read_manifest(path: str | os.PathLike[str], require_reference: bool = True) -> list[ManifestRecord]:

@@ -38,6 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from femurseg.atomic import atomic_write_bytes
+from femurseg.data.manifest import ManifestRecord, write_manifest
 from femurseg.data.synthetic_body import ROD_DENSITIES, Tissue
 from femurseg.data.synthetic_preset import PRESETS, SynthPreset
 from femurseg.data.synthetic_render import Rendered, render, sample_subject
@@ -271,9 +272,6 @@ def write_cohort(
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = list(pool.map(_write_one, jobs))
-    lines = ["subject_id,image,label,side,group"]
-    for sid, side, group in rows:
-        lines.append(f"{sid},images/{sid}.nii.gz,labels/{sid}.nii.gz,{side},{group}")
-    manifest = out / "manifest.csv"
-    atomic_write_bytes(manifest, ("\n".join(lines) + "\n").encode())
-    return manifest
+    records = [ManifestRecord(sid, Path(f"images/{sid}.nii.gz"), Path(f"labels/{sid}.nii.gz"), side=side or None,
+                              group=group or None) for sid, side, group in rows]
+    return write_manifest(out / "manifest.csv", records)

@@ -45,7 +45,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from femurseg.labels import endosteal_mask, periosteal_mask
-from femurseg.atomic import atomic_write_text
+from femurseg.atomic import atomic_write_json
 from femurseg.data.io import read_image, read_label
 from femurseg.data.manifest import ManifestRecord
 from femurseg.errors import DataError, ThresholdsError
@@ -87,7 +87,7 @@ class Thresholds:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write as JSON, atomically."""
-        return atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
+        return atomic_write_json(path, asdict(self), allow_nan=True)
 
     def check_matches(self, checkpoints: CheckpointSet, source: str = "thresholds") -> None:
         """Raise :class:`ThresholdsError` unless fitted for exactly these checkpoints."""

@@ -17,9 +17,6 @@ Examples
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -31,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from femurseg.atomic import atomic_write_text
+from femurseg.atomic import atomic_write_csv, atomic_write_json
 from femurseg.errors import DataError, FemursegError
 from femurseg.labels import MASKS
 from femurseg.metrics.overlap import overlap_metrics
@@ -274,16 +271,6 @@ def summarize(rows: Sequence[dict[str, Any]], tolerance_mm: float = 1.0) -> dict
     }
 
 
-def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    columns = ["subject_id", "status", "error", *metric_keys()]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()
-
-
 def _print_table(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -377,9 +364,9 @@ def evaluate_cohort(
         with ProcessPoolExecutor(max_workers=min(workers, len(records))) as pool:
             rows = list(pool.map(job, records))
     summary = summarize(rows, tolerance_mm)
-    atomic_write_text(out_path, _csv_text(rows))
+    atomic_write_csv(out_path, rows, ["subject_id", "status", "error", *metric_keys()], float_format=".8g")
     summary_path = out_path.with_name(f"{out_path.stem}_summary.json")
-    atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_json(summary_path, summary)
     if show:
         _print_table(summary)
     return CohortEvaluation(rows, summary)

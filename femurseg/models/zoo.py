@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from femurseg.atomic import atomic_write_bytes
+from femurseg.atomic import atomic_write_bytes, atomic_write_json
 from femurseg.errors import CheckpointError
 from femurseg.models.checkpoints import read_checkpoint, sha256_of
 
@@ -218,5 +218,5 @@ def package_checkpoint(
     model = BundledModel(name, target.name, sha256_of(target), card)
     index = _index(weights_dir)
     index["models"][name] = {"file": model.file, "sha256": model.sha256, "card": card}
-    atomic_write_bytes(weights_dir / INDEX, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write_json(weights_dir / INDEX, index, indent=1, sort_keys=True, allow_nan=True)
     return model

@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from femurseg.data.manifest import check_subject_id, read_manifest
+from femurseg.data.manifest import ManifestRecord, check_subject_id, read_manifest, write_manifest
 from femurseg.errors import ManifestError
 
 
@@ -71,3 +71,14 @@ def test_subject_id_rules():
     assert check_subject_id("phantom_00001") is None
     assert "separator" in check_subject_id("a/b")
     assert "empty" in check_subject_id("")
+
+
+def test_write_manifest_round_trips_and_keeps_only_used_reference_columns(files):
+    records = [ManifestRecord("a", files / "a.nii.gz", files / "a_label.nii.gz", side="left", group="op"),
+               ManifestRecord("b", files / "b.nii.gz", periosteal=files / "p.nii.gz", endosteal=files / "e.nii.gz")]
+    path = write_manifest(files / "written.csv", records)
+    assert path.read_text().splitlines()[0] == "subject_id,image,label,periosteal,endosteal,side,group"
+    assert read_manifest(path) == records
+    relative = write_manifest(files / "relative.csv", [ManifestRecord("a", __import__("pathlib").Path("a.nii.gz"))])
+    assert relative.read_text() == "subject_id,image,side,group\na,a.nii.gz,,\n"
+    assert read_manifest(relative, require_reference=False)[0].image == files / "a.nii.gz"
