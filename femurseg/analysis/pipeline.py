@@ -31,8 +31,11 @@ import SimpleITK as sitk
 
 from femurseg.analysis.calibration import CalibrationGates, CalibrationLine, calibrate
 from femurseg.analysis.densitometry import compartment_table, density_image, voxel_cm3
+from femurseg.analysis.geometry import hip_geometry
+from femurseg.analysis.regions import REGION_LABELS, TOTAL_HIP, region_map
 from femurseg.analysis.sides import check_inputs, split_femora
 from femurseg.atomic import atomic_path, atomic_write_text
+from femurseg.errors import AnalysisError
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "FILES"]
 
@@ -198,21 +201,58 @@ def analyze(image: sitk.Image | str | os.PathLike[str], label: sitk.Image | str 
     labels = sitk.GetArrayViewFromImage(label)
     v = voxel_cm3(image)
     femora = split_femora(label)
-    sides = []
+    sides, landmarks, warnings = [], [], list(line.warnings)
+    regions = np.zeros(labels.shape, np.uint8)
     for femur in femora:
         part = np.where(femur.mask, labels, 0).astype(np.uint8)
-        sides.append({"side": femur.side, "centre_mm": [round(c, 2) for c in femur.centre_mm],
-                      "densitometry": compartment_table(rho, part, v, hu=hu)})
+        entry: dict[str, Any] = {"side": femur.side, "centre_mm": [round(c, 2) for c in femur.centre_mm],
+                                 "densitometry": compartment_table(rho, part, v, hu=hu)}
+        try:
+            geometry = hip_geometry(femur.mask, image, side=femur.side if len(femora) == 2 else None)
+        except AnalysisError as error:
+            warnings.append(f"{femur.side} femur: no hip geometry or regions ({error})")
+            sides.append(entry)
+            continue
+        if len(femora) == 1 and geometry.side != femur.side:
+            entry["side"] = femur.side = geometry.side
+        marks = geometry.landmarks()
+        landmarks.append(marks)
+        entry["geometry"] = {k: marks[k] for k in GEOMETRY_COLUMNS}
+        own = region_map(femur.mask, image, geometry)
+        regions = np.where(own > 0, own, regions)
+        entry["regions"] = region_tables(rho, part, own, v, hu)
+        sides.append(entry)
+    sides.sort(key=lambda e: e["side"] != "right")
+    landmarks.sort(key=lambda m: m["side"] != "right")
     report: dict[str, Any] = {
         "subject": subject,
         "calibration": {k: line.to_dict()[k] for k in ("method", "slope", "intercept", "r2", "material")},
         "units": {"volume": "cm3", "vbmd": f"mg/cm3 {line.material}", "bmc": f"mg {line.material}"},
         "densitometry": compartment_table(rho, labels, v, hu=hu),
         "sides": sides,
-        "warnings": list(line.warnings),
+        "warnings": warnings,
     }
     summary = _summary_row(subject, line, report)
-    return AnalysisResult(subject, line, density, report, summary)
+    region_image = None
+    if landmarks:
+        region_image = sitk.GetImageFromArray(regions)
+        region_image.CopyInformation(label)
+    marks_out = None if not landmarks else landmarks[0] if len(landmarks) == 1 else {"sides": landmarks}
+    return AnalysisResult(subject, line, density, report, summary, landmarks=marks_out, regions=region_image)
+
+
+#: geometry numbers copied into ``report.json`` sides and ``summary.csv``
+GEOMETRY_COLUMNS = ("head_radius_mm", "neck_shaft_angle_deg", "neck_axis_length_mm", "min_neck_area_mm2")
+
+
+def region_tables(rho: np.ndarray, part: np.ndarray, regions: np.ndarray, v: float,
+                  hu: np.ndarray) -> dict[str, Any]:
+    """Densitometry per hip region (and ``total_hip``) × compartment of one femur."""
+    out = {name: compartment_table(rho, part, v, hu=hu, within=regions == value)
+           for name, value in REGION_LABELS.items()}
+    total = np.isin(regions, [REGION_LABELS[n] for n in TOTAL_HIP])
+    out["total_hip"] = compartment_table(rho, part, v, hu=hu, within=total)
+    return out
 
 
 def _summary_row(subject: str, line: CalibrationLine, report: dict[str, Any]) -> dict[str, Any]:
