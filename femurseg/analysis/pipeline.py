@@ -34,6 +34,7 @@ from femurseg.analysis.densitometry import compartment_table, density_image, vox
 from femurseg.analysis.geometry import hip_geometry
 from femurseg.analysis.regions import REGION_LABELS, TOTAL_HIP, region_map
 from femurseg.analysis.sides import check_inputs, split_femora
+from femurseg.analysis.thickness import cortical_thickness, merge_surfaces
 from femurseg.atomic import atomic_path, atomic_write_text
 from femurseg.errors import AnalysisError
 
@@ -69,6 +70,8 @@ class AnalysisSettings:
         Phantomless calibration.
     gates
         Calibration quality gates.
+    thickness
+        Measure the cortical thickness map (``thickness.vtp``, per-region statistics).
     """
 
     phantom: str | None = None
@@ -79,6 +82,7 @@ class AnalysisSettings:
     given: tuple[float, float] | None = None
     internal: bool = False
     gates: CalibrationGates = field(default_factory=CalibrationGates)
+    thickness: bool = True
 
 
 @dataclass
@@ -201,7 +205,7 @@ def analyze(image: sitk.Image | str | os.PathLike[str], label: sitk.Image | str 
     labels = sitk.GetArrayViewFromImage(label)
     v = voxel_cm3(image)
     femora = split_femora(label)
-    sides, landmarks, warnings = [], [], list(line.warnings)
+    sides, landmarks, warnings, surfaces = [], [], list(line.warnings), []
     regions = np.zeros(labels.shape, np.uint8)
     for femur in femora:
         part = np.where(femur.mask, labels, 0).astype(np.uint8)
@@ -221,6 +225,10 @@ def analyze(image: sitk.Image | str | os.PathLike[str], label: sitk.Image | str 
         own = region_map(femur.mask, image, geometry)
         regions = np.where(own > 0, own, regions)
         entry["regions"] = region_tables(rho, part, own, v, hu)
+        if settings.thickness:
+            surface = cortical_thickness(part, image, own)
+            entry["thickness"] = surface.summary()
+            surfaces.append(surface)
         sides.append(entry)
     sides.sort(key=lambda e: e["side"] != "right")
     landmarks.sort(key=lambda m: m["side"] != "right")
@@ -238,7 +246,12 @@ def analyze(image: sitk.Image | str | os.PathLike[str], label: sitk.Image | str 
         region_image = sitk.GetImageFromArray(regions)
         region_image.CopyInformation(label)
     marks_out = None if not landmarks else landmarks[0] if len(landmarks) == 1 else {"sides": landmarks}
-    return AnalysisResult(subject, line, density, report, summary, landmarks=marks_out, regions=region_image)
+    extras = {}
+    if surfaces:
+        merged = merge_surfaces(surfaces)
+        extras["thickness"] = merged.write_vtp
+    return AnalysisResult(subject, line, density, report, summary, landmarks=marks_out, regions=region_image,
+                          extras=extras)
 
 
 #: geometry numbers copied into ``report.json`` sides and ``summary.csv``
@@ -266,6 +279,8 @@ def _summary_row(subject: str, line: CalibrationLine, report: dict[str, Any]) ->
         for key in ("geometry", "regions"):
             if key in side:
                 _flatten(row, f"{side['side']}_", side[key])
+        if "thickness" in side:
+            _flatten(row, f"{side['side']}_thickness_", side["thickness"])
     row["warnings"] = len(report["warnings"])
     return row
 
