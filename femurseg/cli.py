@@ -26,7 +26,7 @@ PLAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("list the bundled default models and their cards (or package one)", "femurseg.commands.models:main"),
     "analyze": ("calibrated bone density, hip geometry and cortical thickness of a label map", "femurseg.commands.analyze:main"),
     "segment": ("segment scans with the bundled default model or an ensemble of checkpoints", "femurseg.commands.segment:main"),
-    "export": ("surface meshes of any 0/1/2 label map (docs/export.md)", "femurseg.commands.export:main"),
+    "export": ("surface meshes, Slicer seg.nrrd, DICOM-SEG of any 0/1/2 label map (docs/export.md)", "femurseg.commands.export:main"),
     "thresholds": ("fit volume-calibrated decoding thresholds on labelled scans", "femurseg.commands.thresholds:main"),
     "evaluate": ("compare predictions with a reference manifest", "femurseg.commands.evaluate:main"),
     "cv": ("train every fold, then evaluate out-of-fold predictions (cv_summary.csv)", "femurseg.cv:main"),

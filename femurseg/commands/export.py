@@ -24,7 +24,7 @@ __all__ = ["main", "add_export_arguments", "request_from_args"]
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the opt-in export options (``--meshes`` and its settings) to ``parser``."""
+    """Add the opt-in export options (``--meshes`` and its settings, ``--seg-nrrd``, ``--dicom-seg``) to ``parser``."""
     group = parser.add_argument_group("exports (each one opt-in; see docs/export.md)")
     group.add_argument("--meshes", default=None, metavar="FORMATS",
                        help="surface meshes periosteal.* and endosteal.*: comma-separated stl, ply, vtp")
@@ -34,6 +34,11 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                        help="decimate each surface to at most N triangles (0: no decimation; default 100000)")
     group.add_argument("--mesh-smoothing", type=int, default=20, metavar="ITER",
                        help="Taubin smoothing iterations (0: raw marching cubes; default 20)")
+    group.add_argument("--seg-nrrd", action="store_true",
+                       help="segmentation.seg.nrrd: a 3D Slicer segmentation with named, coloured segments")
+    group.add_argument("--dicom-seg", action="store_true",
+                       help="seg.dcm: DICOM-SEG referencing the scan's DICOM series (a derived CT series ct/ for "
+                            "other inputs)")
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
@@ -43,14 +48,16 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
     settings = MeshSettings(frame=args.frame, smoothing_iterations=args.mesh_smoothing,
                             max_faces=args.mesh_faces or None)
-    request = ExportRequest(meshes=parse_formats(args.meshes, MESH_FORMATS, "--meshes"), mesh_settings=settings)
+    request = ExportRequest(meshes=parse_formats(args.meshes, MESH_FORMATS, "--meshes"), mesh_settings=settings,
+                            seg_nrrd=args.seg_nrrd, dicom_seg=args.dicom_seg)
     if missing := request.missing_packages():
-        raise ValueError(f"the requested exports need {', '.join(missing)}: pip install 'femurseg[export]'")
+        extra = "dicom" if {"highdicom", "pydicom"} & set(missing) else "export"
+        raise ValueError(f"the requested exports need {', '.join(missing)}: pip install 'femurseg[{extra}]'")
     return request
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``femurseg export --image SCAN --label LABELMAP --output DIR [--meshes stl,vtp,ply]``.
+    """``femurseg export --image SCAN --label LABELMAP --output DIR [--meshes stl,vtp,ply] [--seg-nrrd] [--dicom-seg]``.
 
     Returns
     -------
@@ -60,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="femurseg export",
         description="Export a 0/1/2 label map (0 background, 1 cortical, 2 trabecular; ours, a reference or another "
-                    "tool's) as surface meshes in patient millimetres. Writes the files and export.json into "
+                    "tool's) as surface meshes in patient millimetres, a 3D Slicer segmentation or DICOM-SEG. "
+                    "Writes the files and export.json into "
                     "--output. Exit code 2 for invalid arguments or inputs.",
     )
     parser.add_argument("--image", required=True, type=Path,
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         request = request_from_args(args)
         if request.empty:
-            raise ValueError("nothing to export: give --meshes")
+            raise ValueError("nothing to export: give --meshes, --seg-nrrd or --dicom-seg")
         image = read_image(args.image)
         label = read_image(args.label)
         report = export_outputs(label, args.output, request, image=image, source=str(args.image))

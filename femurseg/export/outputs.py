@@ -55,10 +55,17 @@ class ExportRequest:
         Surface mesh formats (``stl``, ``ply``, ``vtp``): ``periosteal.*`` and ``endosteal.*``.
     mesh_settings
         :class:`~femurseg.export.meshes.MeshSettings` (frame, smoothing, decimation).
+    seg_nrrd
+        ``segmentation.seg.nrrd`` for 3D Slicer (:mod:`~femurseg.export.slicer`).
+    dicom_seg
+        ``seg.dcm`` DICOM Segmentation (:mod:`~femurseg.export.dicomseg`), referencing
+        the scan's DICOM series, or a derived series ``ct/`` for other inputs.
     """
 
     meshes: tuple[str, ...] = ()
     mesh_settings: MeshSettings = field(default_factory=MeshSettings)
+    seg_nrrd: bool = False
+    dicom_seg: bool = False
 
     def __post_init__(self) -> None:
         parse_formats(",".join(self.meshes), MESH_FORMATS, "meshes")
@@ -70,11 +77,12 @@ class ExportRequest:
     @property
     def empty(self) -> bool:
         """Whether nothing is asked for."""
-        return not self.meshes
+        return not (self.meshes or self.seg_nrrd or self.dicom_seg)
 
     def missing_packages(self) -> list[str]:
-        """Optional packages the request needs that are not installed (``pip install 'femurseg[export]'``)."""
-        needed = ["trimesh", "fast_simplification"] if self.meshes else []
+        """Optional packages the request needs that are not installed (extras ``export``, ``dicom``)."""
+        needed = (["trimesh", "fast_simplification"] if self.meshes else []) + (["nrrd"] if self.seg_nrrd else []) \
+            + (["highdicom", "pydicom"] if self.dicom_seg else [])
         return [name for name in needed if importlib.util.find_spec(name) is None]
 
 
@@ -141,6 +149,14 @@ def export_outputs(
     report: dict[str, Any] = {"source": source}
     if request.meshes:
         report["meshes"] = export_meshes(label, output, request.meshes, request.mesh_settings, source=source)
+    if request.seg_nrrd:
+        from femurseg.export.slicer import SEG_NRRD_FILE, write_seg_nrrd
+
+        report["seg_nrrd"] = {"file": write_seg_nrrd(label, output / SEG_NRRD_FILE).name}
+    if request.dicom_seg:
+        from femurseg.export.dicomseg import DICOM_SEG_FILE, write_dicom_seg
+
+        report["dicom_seg"] = write_dicom_seg(label, output / DICOM_SEG_FILE, image=image, source=source or None)
     if write_report:
         atomic_write_text(output / EXPORT_REPORT_FILE, json.dumps(report, indent=1, allow_nan=False) + "\n")
     return report
