@@ -31,7 +31,9 @@ import SimpleITK as sitk
 
 from femurseg.analysis.calibration import CalibrationGates, CalibrationLine, calibrate
 from femurseg.analysis.densitometry import compartment_table, density_image, voxel_cm3
+from femurseg.analysis.dxa import dxa_projection
 from femurseg.analysis.geometry import hip_geometry
+from femurseg.analysis.qc import render_analysis_qc
 from femurseg.analysis.regions import REGION_LABELS, TOTAL_HIP, region_map
 from femurseg.analysis.sides import check_inputs, split_femora
 from femurseg.analysis.thickness import cortical_thickness, merge_surfaces
@@ -44,7 +46,7 @@ __all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "FILES"]
 FILES = {
     "calibration": "calibration.json", "density": "density.nii.gz", "report": "report.json",
     "summary": "summary.csv", "landmarks": "landmarks.json", "regions": "regions.nii.gz",
-    "thickness": "thickness.vtp", "dxa": "dxa.png", "qc": "analysis_qc.png",
+    "thickness": "thickness.vtp", "qc": "analysis_qc.png",
 }
 
 
@@ -72,6 +74,10 @@ class AnalysisSettings:
         Calibration quality gates.
     thickness
         Measure the cortical thickness map (``thickness.vtp``, per-region statistics).
+    dxa
+        DXA-equivalent areal BMD of the neck and total hip.
+    qc
+        Draw ``analysis_qc.png``.
     """
 
     phantom: str | None = None
@@ -83,6 +89,8 @@ class AnalysisSettings:
     internal: bool = False
     gates: CalibrationGates = field(default_factory=CalibrationGates)
     thickness: bool = True
+    dxa: bool = True
+    qc: bool = True
 
 
 @dataclass
@@ -205,7 +213,7 @@ def analyze(image: sitk.Image | str | os.PathLike[str], label: sitk.Image | str 
     labels = sitk.GetArrayViewFromImage(label)
     v = voxel_cm3(image)
     femora = split_femora(label)
-    sides, landmarks, warnings, surfaces = [], [], list(line.warnings), []
+    sides, landmarks, warnings, surfaces, pictures = [], [], list(line.warnings), [], []
     regions = np.zeros(labels.shape, np.uint8)
     for femur in femora:
         part = np.where(femur.mask, labels, 0).astype(np.uint8)
@@ -225,6 +233,12 @@ def analyze(image: sitk.Image | str | os.PathLike[str], label: sitk.Image | str 
         own = region_map(femur.mask, image, geometry)
         regions = np.where(own > 0, own, regions)
         entry["regions"] = region_tables(rho, part, own, v, hu)
+        if settings.dxa:
+            projection = dxa_projection(rho, part, own, image, geometry)
+            entry["dxa"] = projection.numbers
+            pictures.append({"landmarks": marks, "dxa": projection})
+        else:
+            pictures.append({"landmarks": marks})
         if settings.thickness:
             surface = cortical_thickness(part, image, own)
             entry["thickness"] = surface.summary()
@@ -250,6 +264,10 @@ def analyze(image: sitk.Image | str | os.PathLike[str], label: sitk.Image | str 
     if surfaces:
         merged = merge_surfaces(surfaces)
         extras["thickness"] = merged.write_vtp
+    if settings.qc:
+        pictures.sort(key=lambda f: f["landmarks"]["side"] != "right")
+        shown = regions if landmarks else None
+        extras["qc"] = lambda path: render_analysis_qc(path, image, line, shown, pictures, title=subject)
     return AnalysisResult(subject, line, density, report, summary, landmarks=marks_out, regions=region_image,
                           extras=extras)
 
@@ -279,6 +297,8 @@ def _summary_row(subject: str, line: CalibrationLine, report: dict[str, Any]) ->
         for key in ("geometry", "regions"):
             if key in side:
                 _flatten(row, f"{side['side']}_", side[key])
+        if "dxa" in side:
+            _flatten(row, f"{side['side']}_dxa_", side["dxa"])
         if "thickness" in side:
             _flatten(row, f"{side['side']}_thickness_", side["thickness"])
     row["warnings"] = len(report["warnings"])
