@@ -48,6 +48,7 @@ from scipy import ndimage
 
 from femurseg.data.validate import check_image, check_scan
 from femurseg.data.preprocess import preprocess_image
+from femurseg.devices import fast_bf16
 from femurseg.errors import DataError
 from femurseg.models.checkpoints import CheckpointSet, build_net, load_checkpoints
 from femurseg.inference.backends import Backend, backend_network, resolve_backend
@@ -59,6 +60,7 @@ from femurseg.inference.refine import Refinement, refine_contours
 from femurseg.inference.report import Calibration, compartment_report, side_reports
 from femurseg.labels import endosteal_mask, periosteal_mask
 from femurseg.sliding import Blend, SparseWindows, sliding_window_inference
+from femurseg.voxels import bounding_box
 
 __all__ = ["InferenceSettings", "SegmentationResult", "Predictor", "segment", "resolve_precision"]
 
@@ -158,13 +160,10 @@ class InferenceSettings:
 
 
 def resolve_precision(precision: PrecisionSetting, device: torch.device) -> Literal["bf16", "fp32"]:
-    """``auto`` → ``bf16`` where bf16 convolutions are fast (CUDA, CPUs with AVX-512 BF16), else ``fp32``."""
+    """``auto`` → ``bf16`` where bf16 convolutions are fast (:func:`femurseg.devices.fast_bf16`), else ``fp32``."""
     if precision != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return "bf16" if device.type == "cpu" and check is not None and check() else "fp32"
+    return "bf16" if fast_bf16(device) else "fp32"
 
 
 @dataclass
@@ -402,9 +401,9 @@ def _vector_image(periosteal: np.ndarray, endosteal: np.ndarray, reference: sitk
 
 def _contour_uncertainty(spread: np.ndarray, label: np.ndarray) -> float | None:
     """Mean ensemble standard deviation on the two contours (voxels within one voxel of a boundary)."""
-    if not (label > 0).any():
+    box = bounding_box(label > 0, margin=1)
+    if box is None:
         return None
-    box = tuple(slice(max(0, int(i.min()) - 1), int(i.max()) + 2) for i in np.nonzero(label > 0))
     band = np.zeros(label[box].shape, bool)
     for mask in (periosteal_mask(label[box]), endosteal_mask(label[box])):
         band |= ndimage.binary_dilation(mask) & ~ndimage.binary_erosion(mask)

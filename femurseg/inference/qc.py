@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from femurseg.labels import cortical_mask, endosteal_mask, periosteal_mask
+from femurseg.voxels import bounding_box
 
 __all__ = ["render_qc", "QCSettings", "ensemble_agreement", "decoded_numbers", "label_numbers", "quality_report",
            "QC_FLAGS"]
@@ -80,7 +81,7 @@ def render_qc(
         nonzero = np.nonzero(foreground)
         centre = [int(np.median(axis)) for axis in nonzero]
         margins = [int(np.ceil(margin_mm / s)) for s in spacing[::-1]]
-        box = [slice(max(0, int(a.min()) - m), int(a.max()) + m + 1) for a, m in zip(nonzero, margins)]
+        box = list(bounding_box(foreground, margin=margins))
     else:
         centre = [s // 2 for s in label.shape]
         box = [slice(0, s) for s in label.shape]
