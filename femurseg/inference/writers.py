@@ -16,9 +16,6 @@ periosteal, endosteal) and ``uncertainty.nii.gz``.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +24,7 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from femurseg.atomic import atomic_write_text, temporary_folder
+from femurseg.atomic import atomic_write_csv, atomic_write_json, atomic_write_text, temporary_folder
 from femurseg.data.io import write_image
 
 __all__ = [
@@ -61,18 +58,14 @@ ERROR_COLUMNS = ["subject_id", "image", "error_type", "message"]
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    return atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    """Write a subject's JSON output (indent 1, no NaN), atomically (:func:`femurseg.atomic.atomic_write_json`)."""
+    return atomic_write_json(path, data, indent=1)
 
 
 def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
-    """Write rows (missing keys empty, extra keys ignored) under a header, atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
-    return atomic_write_text(path, buffer.getvalue())
+    """Write a cohort table (missing keys and ``None`` empty, extra keys ignored), atomically
+    (:func:`femurseg.atomic.atomic_write_csv`)."""
+    return atomic_write_csv(path, rows, columns)
 
 
 @contextlib.contextmanager
