@@ -95,7 +95,7 @@ def machine(device: str, threads: int) -> str:
     import torch
 
     cpu = torch.backends.cpu.get_cpu_capability()
-    from femurseg.models.module import cpu_has_fast_bf16
+    from femurseg.devices import cpu_has_fast_bf16
 
     text = (f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared), CPU capability {cpu}, "
             f"native bf16: {'yes' if cpu_has_fast_bf16() else 'no'}, torch {torch.__version__}, "
