@@ -26,6 +26,7 @@ import SimpleITK as sitk
 
 from femurseg.atomic import atomic_write_text
 from femurseg.errors import DataError
+from femurseg.export.fefiles import FE_FORMATS, FESettings, export_fe
 from femurseg.export.meshes import MESH_FORMATS, MeshSettings, export_meshes
 from femurseg.labels import LABEL_VALUES
 
@@ -60,15 +61,29 @@ class ExportRequest:
     dicom_seg
         ``seg.dcm`` DICOM Segmentation (:mod:`~femurseg.export.dicomseg`), referencing
         the scan's DICOM series, or a derived series ``ct/`` for other inputs.
+    fe
+        FE model formats (``vtu``, ``inp``; :mod:`~femurseg.export.fefiles`) with
+        ``materials.csv``, built as ``fe_settings`` says.
+    density
+        Density image (mg/cm³, on the scan's grid) for the FE materials, or
+    hu_to_density
+        ``(slope, intercept)``: density = slope · HU + intercept of the scan.
     """
 
     meshes: tuple[str, ...] = ()
     mesh_settings: MeshSettings = field(default_factory=MeshSettings)
     seg_nrrd: bool = False
     dicom_seg: bool = False
+    fe: tuple[str, ...] = ()
+    fe_settings: FESettings = field(default_factory=FESettings)
+    density: str | None = None
+    hu_to_density: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         parse_formats(",".join(self.meshes), MESH_FORMATS, "meshes")
+        parse_formats(",".join(self.fe), FE_FORMATS, "fe")
+        if self.density is not None and self.hu_to_density is not None:
+            raise ValueError("give a density image or a HU -> density line, not both")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (recorded in ``report.json`` by ``segment``)."""
@@ -77,7 +92,7 @@ class ExportRequest:
     @property
     def empty(self) -> bool:
         """Whether nothing is asked for."""
-        return not (self.meshes or self.seg_nrrd or self.dicom_seg)
+        return not (self.meshes or self.seg_nrrd or self.dicom_seg or self.fe)
 
     def missing_packages(self) -> list[str]:
         """Optional packages the request needs that are not installed (extras ``export``, ``dicom``)."""
@@ -157,6 +172,15 @@ def export_outputs(
         from femurseg.export.dicomseg import DICOM_SEG_FILE, write_dicom_seg
 
         report["dicom_seg"] = write_dicom_seg(label, output / DICOM_SEG_FILE, image=image, source=source or None)
+    if request.fe:
+        density = None
+        if request.density is not None:
+            from femurseg.data.io import read_image
+
+            density = read_image(request.density)
+            check_label(sitk.Cast(label, sitk.sitkUInt8), density)  # the same grid
+        report["fe"] = export_fe(label, output, request.fe, request.fe_settings, density=density,
+                                 hu_to_density=request.hu_to_density, image=image, source=source)
     if write_report:
         atomic_write_text(output / EXPORT_REPORT_FILE, json.dumps(report, indent=1, allow_nan=False) + "\n")
     return report

@@ -59,6 +59,13 @@ def _string_array(name: str, text: str) -> str:
     return f'<Array type="String" Name={quoteattr(name)} NumberOfTuples="1" format="binary">{data}</Array>\n'
 
 
+def _index_array(values: np.ndarray) -> np.ndarray:
+    """Indices as Int32 where they fit (half the size of Int64), else Int64."""
+    values = np.asarray(values)
+    fits = values.size == 0 or int(values.max()) < np.iinfo(np.int32).max
+    return values.astype(np.int32 if fits else np.int64, copy=False)
+
+
 def _field(field: Mapping[str, str]) -> str:
     if not field:
         return ""
@@ -134,12 +141,12 @@ def write_vtu(
         As :func:`write_vtp`.
     """
     points = np.asarray(points, np.float64)
-    cells = np.asarray(cells, np.int64)
+    cells = _index_array(cells)
     k = cells.shape[1]
     body = (f'<Piece NumberOfPoints="{len(points)}" NumberOfCells="{len(cells)}">\n'
             f"<Points>\n{_array('Points', points, 3)}</Points>\n"
             f"{_attributes('PointData', point_data or {})}{_attributes('CellData', cell_data or {})}"
             f"<Cells>\n{_array('connectivity', cells.reshape(-1), 1)}"
-            f"{_array('offsets', np.arange(k, k * len(cells) + 1, k, dtype=np.int64), 1)}"
+            f"{_array('offsets', _index_array(np.arange(k, k * len(cells) + 1, k)), 1)}"
             f"{_array('types', np.full(len(cells), cell_type, np.uint8), 1)}</Cells>\n</Piece>\n")
     return atomic_write_bytes(path, _document("UnstructuredGrid", body, field or {}))
