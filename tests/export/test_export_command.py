@@ -107,3 +107,17 @@ def test_segment_writes_the_exports_into_each_subject_folder(tmp_path, monkeypat
     # a rerun asking for another format is not "already done"
     assert segment([*args, "--meshes", "vtp"]) == 0
     assert (folder / "periosteal.vtp").is_file()
+
+
+def test_segment_parses_the_export_flags_and_uses_its_calibration_for_fe():
+    from femurseg.commands.export import request_from_args
+    from femurseg.commands.segment import build_parser
+
+    args = build_parser().parse_args(["scan.nii.gz", "--output", "out", "--calibration", "0.8", "-2",
+                                      "--fe", "inp,vtu", "--fe-coarsen", "2", "--seg-nrrd", "--meshes", "ply"])
+    request = request_from_args(args)
+    assert request.fe == ("inp", "vtu") and request.fe_settings.coarsen == 2
+    assert request.hu_to_density == (0.8, -2.0) and request.seg_nrrd and request.meshes == ("ply",)
+    assert not request.dicom_seg and not request.empty
+    plain = build_parser().parse_args(["scan.nii.gz", "--output", "out"])
+    assert request_from_args(plain).empty
