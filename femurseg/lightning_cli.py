@@ -10,7 +10,9 @@ It adds to the stock LightningCLI:
 - ``--wandb {offline,online,disabled}``: W&B logging (default: ``$WANDB_MODE`` or
   offline, which never contacts a server nor asks for a login).
 - linked arguments: the data module's patch size is the module's validation window.
-- Trainer defaults for the patch queue: ``use_distributed_sampler=False``.
+- Trainer default ``use_distributed_sampler=False``: under DDP every rank validates
+  every subject (the data module splits the training subjects across ranks itself,
+  and Lightning leaves its training sampler in place either way).
 - A :class:`~femurseg.errors.FemursegError` (an invalid manifest, a split that no
   longer matches it, an unusable checkpoint) ends the command with its message and
   status 2, without a traceback.
@@ -233,7 +235,9 @@ class FemursegCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        # the instantiated trainer settings (callbacks as objects), through the public config_init
+        config_init = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_config = config_init.get("trainer") or {}
         datamodule: FemurDataModule = self.datamodule
         run_dir = run_folder(datamodule.experiment_dir, datamodule.fold)
         kwargs.setdefault("default_root_dir", str(run_dir))

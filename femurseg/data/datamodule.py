@@ -4,7 +4,9 @@ Training patches come from a ``tio.Queue`` fed by a :class:`ClassBalancedSampler
 (foreground weighted, ``label_probabilities`` per class); validation sees whole preprocessed volumes, one subject per batch,
 evaluated by the module with a sliding window. Under DDP each rank's queue reads a
 disjoint share of the training subjects (a ``DistributedSampler`` given to the
-queue as ``subject_sampler``), reshuffled every epoch.
+queue as ``subject_sampler``), reshuffled every epoch; the loader's own sampler is a
+one-replica ``DistributedSampler`` over that queue, which Lightning never wraps in a
+second one.
 
 Before anything is written (``splits.json``, cache entries) the cohort is
 validated (:mod:`femurseg.data.validate`): every problem is reported at once.
@@ -25,7 +27,7 @@ from typing import Literal
 import lightning.pytorch as pl
 import torch
 import torchio as tio
-from torch.utils.data import DistributedSampler, SequentialSampler
+from torch.utils.data import DistributedSampler
 
 from femurseg.data.augment import Preset, make_augmentation, mirror_axes
 from femurseg.data.cache import CacheDtype, SubjectCache
@@ -87,18 +89,25 @@ def load_subject(
     return tio.Subject(**images, subject_id=record.subject_id)
 
 
-class _EpochForwardingSampler(SequentialSampler):
-    """Sequential sampler over the queue whose ``set_epoch`` reshuffles the subjects.
+class _RankQueueSampler(DistributedSampler):
+    """The train loader's sampler: this rank's patch queue in order, reshuffled by ``set_epoch``.
 
-    Lightning calls ``set_epoch`` on a train loader's sampler at every epoch; the
-    queue never calls it on its ``subject_sampler``, so it is forwarded from here.
+    The queue already holds only this rank's subjects (its ``subject_sampler`` splits
+    them across ranks), so the loader reads it sequentially: one replica, no shuffle,
+    no padding. Because it is a ``DistributedSampler``, Lightning leaves it in place
+    instead of wrapping the loader in a second one, whatever
+    ``Trainer(use_distributed_sampler=...)`` says (Lightning 2.x: "If ``True`` and a
+    distributed sampler was already added, Lightning will not replace the existing
+    one"). Lightning calls ``set_epoch`` on it every epoch; the queue never calls it
+    on its ``subject_sampler``, so it is forwarded from here.
     """
 
     def __init__(self, queue: tio.Queue, subject_sampler: DistributedSampler) -> None:
-        super().__init__(queue)
+        super().__init__(queue, num_replicas=1, rank=0, shuffle=False)
         self.subject_sampler = subject_sampler
 
     def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
         self.subject_sampler.set_epoch(epoch)
 
 
@@ -288,12 +297,6 @@ class FemurDataModule(pl.LightningDataModule):
             raise DataError(f"fold {self.fold} has no training subjects")
         dataset = tio.SubjectsDataset(self.train_subjects, transform=self._training_transform())
         world_size, rank = self._distributed()
-        trainer = getattr(self, "trainer", None)
-        if world_size > 1 and trainer is not None and trainer._accelerator_connector.use_distributed_sampler:
-            raise RuntimeError(
-                "FemurDataModule splits subjects across ranks itself: pass use_distributed_sampler=False "
-                "to the Trainer (the femurseg CLI does this by default)"
-            )
         subject_sampler = DistributedSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.hparams.split_seed
         )
@@ -311,7 +314,7 @@ class FemurDataModule(pl.LightningDataModule):
         )
         return tio.SubjectsLoader(
             queue, batch_size=self.hparams.batch_size, num_workers=0,
-            sampler=_EpochForwardingSampler(queue, subject_sampler),
+            sampler=_RankQueueSampler(queue, subject_sampler),
         )
 
     def val_dataloader(self) -> tio.SubjectsLoader | list:

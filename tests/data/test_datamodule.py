@@ -53,6 +53,17 @@ def test_patches_are_shuffled_across_epochs(datamodule):
     assert first != second
 
 
+def test_train_loader_reads_the_queue_in_order_with_a_sampler_lightning_keeps(datamodule):
+    from torch.utils.data import DistributedSampler
+
+    loader = datamodule.train_dataloader()
+    # a DistributedSampler already: Lightning never wraps it in a second one, whatever use_distributed_sampler says
+    assert isinstance(loader.sampler, DistributedSampler)
+    assert list(loader.sampler) == list(range(len(loader.dataset)))
+    loader.sampler.set_epoch(3)
+    assert loader.sampler.subject_sampler.epoch == 3  # forwarded to the queue's subject sampler
+
+
 def test_ranks_get_disjoint_subjects(datamodule, monkeypatch):
     seen = []
     for rank in (0, 1):
