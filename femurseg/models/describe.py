@@ -53,16 +53,26 @@ def _summary(obj: Any) -> str:
 
 
 def list_nets() -> str:
-    """One block per registered net: name, class, parameter count, summary, parameters."""
+    """One block per registered net: name, class, parameter count, summary, declared spec, parameters."""
     blocks = []
     for name in NETS.names():
         cls = NETS.get(name)
         params = ", ".join(f"{k}={_format(v)}" for k, v in net_parameters(name).items() if k not in _FILLED_IN)
         blocks.append(
             f"{name}  ({cls.__module__}.{cls.__qualname__}, {count_parameters(name) / 1e6:.2f} M parameters)\n"
-            f"    {_summary(cls)}\n    {params}"
+            f"    {_summary(cls)}\n    declares: {_declared(name)}\n    {params}"
         )
     return "\n".join(blocks)
+
+
+def _declared(name: str) -> str:
+    """The net's :class:`~femurseg.models.registry.NetSpec` in words (``femurseg nets``)."""
+    spec = net_spec(name)
+    words = ["needs patch_size"] if spec.needs_patch_size else []
+    if spec.deep_supervision:
+        heads = f" (heads: {', '.join(spec.auxiliary_heads)})" if spec.auxiliary_heads else ""
+        words.append(f"deep supervision{heads}")
+    return ", ".join(words) or "nothing (no patch size, no deep supervision)"
 
 
 def list_losses() -> str:

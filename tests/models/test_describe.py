@@ -37,6 +37,7 @@ def test_cli_lists_nets_with_counts_and_losses(capsys, monkeypatch):
     for name in NETS.names():
         assert f"{name}  (" in out
     assert "1.23 M parameters" in out
+    assert "declares: needs patch_size, deep supervision (heads: aux_heads)" in out  # dynunet3d
     assert main(["nets", "--losses"]) == 0
     out = capsys.readouterr().out
     assert all(f"{name}  (" in out for name in LOSSES.names()) and "class_weights=null" in out
