@@ -88,10 +88,11 @@ def test_deep_supervision_outputs(name):
         pytest.skip(f"{name} declares no deep supervision")
     net = _build(name, deep_supervision=True, **DEEP)
     outputs = net.train()(torch.randn(1, 1, 16, 16, 16))
-    assert isinstance(outputs, list) and len(outputs) == 3  # full resolution + (stages - 2)
+    assert isinstance(outputs, list) and len(outputs) >= 2  # full resolution first, then coarser ones
     assert outputs[0].shape == (1, 3, 16, 16, 16)
-    assert [o.shape[-1] for o in outputs] == [16, 8, 4]
-    assert all(o.shape[:2] == (1, 3) for o in outputs)
+    assert all(o.shape[:2] == (1, 3) and all(n <= 16 for n in o.shape[2:]) for o in outputs)
+    if NETS.get(name).__module__.startswith("femurseg."):  # the built-ins: one output per decoder stage but the deepest
+        assert [o.shape[-1] for o in outputs] == [16, 8, 4]
     assert isinstance(net.eval()(torch.randn(1, 1, 16, 16, 16)), torch.Tensor)
 
 
