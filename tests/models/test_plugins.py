@@ -25,6 +25,8 @@ class TinyNet(nn.Module):
     def __init__(self, *, in_channels: int, out_channels: int, channels: Sequence[int] = (8,),
                  strides: Sequence[int] = (), norm: str = "instance", act: str = "relu") -> None:
         super().__init__()
+        if len(strides) != len(channels) - 1:  # the shared vocabulary's rule, checked by the contract test
+            raise ValueError(f"len(strides) must be len(channels) - 1, got {channels} and {strides}")
         self.body = nn.Sequential(nn.Conv3d(in_channels, channels[0], 3, padding=1), nn.ReLU(),
                                   nn.Conv3d(channels[0], out_channels, 1))
 
@@ -43,6 +45,8 @@ class DeepTinyNet(nn.Module):
                  strides: Sequence[int] = (), norm: str = "instance", act: str = "relu",
                  deep_supervision: bool = False) -> None:
         super().__init__()
+        if len(strides) != len(channels) - 1:
+            raise ValueError(f"len(strides) must be len(channels) - 1, got {channels} and {strides}")
         self.deep_supervision = deep_supervision
         self.body = nn.Sequential(nn.Conv3d(in_channels, channels[0], 3, padding=1), nn.ReLU())
         self.head = nn.Conv3d(channels[0], out_channels, 1)
