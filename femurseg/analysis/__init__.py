@@ -10,6 +10,11 @@ concept each:
   internal, given) with its quality gates;
 - :mod:`~femurseg.analysis.densitometry`: density map, volume / vBMD / BMC per compartment;
 - :mod:`~femurseg.analysis.sides`: input checks and the split into femora;
+- :mod:`~femurseg.analysis.geometry`: head sphere, neck and shaft axes, angles, neck section;
+- :mod:`~femurseg.analysis.regions`: head, neck, trochanter, intertrochanteric, shaft;
+- :mod:`~femurseg.analysis.thickness`: cortical thickness map on the periosteal surface;
+- :mod:`~femurseg.analysis.dxa`: DXA-equivalent areal BMD;
+- :mod:`~femurseg.analysis.qc`: the QC picture;
 - :mod:`~femurseg.analysis.pipeline`: :func:`analyze` and :class:`AnalysisResult`.
 
 See ``docs/analysis.md``.
@@ -31,12 +36,17 @@ from femurseg.analysis.calibration import (
 )
 from femurseg.analysis.densitometry import ANALYSIS_COMPARTMENTS, compartment_table, density_image
 from femurseg.analysis.phantoms import DEFAULT_PHANTOM, PHANTOMS, PhantomDefinition, get_phantom, register_phantom
+from femurseg.analysis.dxa import DxaProjection, dxa_projection
+from femurseg.analysis.geometry import HipGeometry, hip_geometry
 from femurseg.analysis.pipeline import AnalysisResult, AnalysisSettings, analyze
+from femurseg.analysis.regions import REGION_LABELS, TOTAL_HIP, region_map
+from femurseg.analysis.thickness import ThicknessMap, cortical_thickness
 from femurseg.analysis.rods import Rod, RodRow, find_rods
 
 __all__ = [
     "analyze", "AnalysisResult", "AnalysisSettings", "ANALYSIS_COMPARTMENTS", "compartment_table", "density_image",
     "CalibrationLine", "CalibrationGates", "InternalReference", "INTERNAL_REFERENCES", "METHODS", "calibrate",
     "calibrate_internal", "calibrate_phantom", "fit_line", "load_calibration_json", "PhantomDefinition", "PHANTOMS",
-    "DEFAULT_PHANTOM", "get_phantom", "register_phantom", "Rod", "RodRow", "find_rods",
+    "DEFAULT_PHANTOM", "get_phantom", "register_phantom", "Rod", "RodRow", "find_rods", "HipGeometry", "hip_geometry",
+    "REGION_LABELS", "TOTAL_HIP", "region_map", "ThicknessMap", "cortical_thickness", "DxaProjection", "dxa_projection",
 ]

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="internal calibration from the air, fat and muscle of the scan")
     calibration.add_argument("--warn-r2", type=float, default=0.98, help="warn below this R² (default 0.98)")
     calibration.add_argument("--refuse-r2", type=float, default=0.90, help="refuse below this R² (default 0.90)")
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--no-thickness", action="store_true", help="skip the cortical thickness map")
+    outputs.add_argument("--no-dxa", action="store_true", help="skip the DXA-equivalent projection")
+    outputs.add_argument("--no-qc", action="store_true", help="skip analysis_qc.png")
     return parser
 
 
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         material=args.material, calibration_json=str(args.calibration_json) if args.calibration_json else None,
         phantom_scan=phantom_scan, given=tuple(args.calibration) if args.calibration else None,
         internal=args.phantomless, gates=CalibrationGates(warn_r2=args.warn_r2, refuse_r2=args.refuse_r2),
+        thickness=not args.no_thickness, dxa=not args.no_dxa, qc=not args.no_qc,
     )
     try:
         result = analyze(args.image, args.label, settings, subject=args.subject)

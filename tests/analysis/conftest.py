@@ -58,3 +58,11 @@ def phantom_image(rod_hu, radius=8.0, pitch=32.0, spacing=1.0, size=(200, 120, 3
 def make_phantom():
     """:func:`phantom_image`, as a fixture (test modules cannot import conftest)."""
     return phantom_image
+
+
+@pytest.fixture(scope="session")
+def analysed(quick_left, quick_right):
+    """``analyze`` with default settings of both quick phantoms, once per session (read-only for tests)."""
+    from femurseg.analysis import analyze
+
+    return {"left": analyze(quick_left.image, quick_left.label), "right": analyze(quick_right.image, quick_right.label)}

@@ -37,9 +37,9 @@ def test_density_image_is_float32_on_the_grid(quick_left):
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_vbmd_on_true_masks_matches_the_true_line(side, quick_left, quick_right):
+def test_vbmd_on_true_masks_matches_the_true_line(side, quick_left, quick_right, analysed):
     case = quick_left if side == "left" else quick_right
-    result = analyze(case.image, case.label)
+    result = analysed[side]
     hu = sitk.GetArrayFromImage(case.image).astype(np.float64)
     label = sitk.GetArrayFromImage(case.label)
     truth = case.meta["calibration"]
@@ -71,7 +71,8 @@ def test_outputs_on_disk_and_command(quick_left, tmp_path):
     assert density.GetPixelID() == sitk.sitkFloat32
     # a given line through the command
     assert main(["analyze", "--image", str(image), "--label", str(label), "--output", str(tmp_path / "given"),
-                 "--calibration", "1.25", "0"]) == 0
+                 "--calibration", "1.25", "0", "--no-thickness", "--no-dxa", "--no-qc"]) == 0
+    assert not (tmp_path / "given" / "thickness.vtp").exists() and not (tmp_path / "given" / "analysis_qc.png").exists()
     assert json.loads((tmp_path / "given" / "calibration.json").read_text())["method"] == "given"
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from femurseg.analysis import analyze
 from femurseg.analysis.dxa import dxa_projection
 from femurseg.analysis.geometry import hip_geometry
 from femurseg.analysis.regions import region_map
@@ -27,8 +26,8 @@ def test_projection_conserves_mineral_and_gives_plausible_abmd(quick_left):
     assert neck["abmd_g_cm2"] == pytest.approx(neck["bmc_g"] / neck["area_cm2"], rel=1e-3)
 
 
-def test_analyze_reports_dxa_and_draws_qc(quick_right, tmp_path):
-    result = analyze(quick_right.image, quick_right.label)
+def test_analyze_reports_dxa_and_draws_qc(analysed, tmp_path):
+    result = analysed["right"]
     dxa = result.report["sides"][0]["dxa"]
     assert 0.3 < dxa["neck"]["abmd_g_cm2"] < 1.5 and 0.3 < dxa["total_hip"]["abmd_g_cm2"] < 1.5
     assert "right_dxa_total_hip_abmd_g_cm2" in result.summary

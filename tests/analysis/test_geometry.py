@@ -66,8 +66,8 @@ def test_regions_agree_with_the_phantom_regions(quick_left):
             assert share > 0.8, (name, share)
 
 
-def test_analyze_writes_landmarks_and_regions(quick_right, tmp_path):
-    result = analyze(quick_right.image, quick_right.label)
+def test_analyze_writes_landmarks_and_regions(quick_right, analysed, tmp_path):
+    result = analysed["right"]
     result.write(tmp_path)
     marks = json.loads((tmp_path / "landmarks.json").read_text())
     assert marks["side"] == "right" and len(marks["head_centre_mm"]) == 3
@@ -96,7 +96,7 @@ def test_bilateral_label_map_gives_two_sides(quick_left):
         image.SetOrigin((origin[0] - label.shape[2] * spacing[0], origin[1], origin[2]))
         images.append(image)
     truth = quick_left.meta["calibration"]
-    result = analyze(images[0], images[1], given=(truth["slope"], truth["intercept"]))
+    result = analyze(images[0], images[1], given=(truth["slope"], truth["intercept"]), thickness=False, qc=False)
     assert [s["side"] for s in result.report["sides"]] == ["right", "left"]
     assert [m["side"] for m in result.landmarks["sides"]] == ["right", "left"]
     right, left = (np.asarray(m["head_centre_mm"]) for m in result.landmarks["sides"])
@@ -112,7 +112,7 @@ def test_a_femur_without_head_keeps_densitometry_and_warns(quick_left):
     shaft_only[label.shape[0] // 3:] = 0  # keep the lowest third of the slices: shaft only
     image = sitk.GetImageFromArray(shaft_only)
     image.CopyInformation(quick_left.label)
-    result = analyze(quick_left.image, image, given=(1.2, 0.0))
+    result = analyze(quick_left.image, image, given=(1.2, 0.0), thickness=False, dxa=False, qc=False)
     assert result.landmarks is None and result.regions is None
     assert any("no hip geometry" in w for w in result.report["warnings"])
     with pytest.raises(AnalysisError, match="head"):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from femurseg.analysis import analyze
 from femurseg.analysis.thickness import cortical_thickness
 
 
@@ -33,8 +32,8 @@ def test_tube_thickness(cortex):
     assert np.median(values) == pytest.approx(cortex, abs=0.3)
 
 
-def test_phantom_thickness_by_region_and_vtp(quick_left, tmp_path):
-    result = analyze(quick_left.image, quick_left.label)
+def test_phantom_thickness_by_region_and_vtp(quick_left, analysed, tmp_path):
+    result = analysed["left"]
     thickness = result.report["sides"][0]["thickness"]
     femur = quick_left.meta["femur"]
     floor = max(quick_left.meta["spacing"])  # the quick preset keeps the cortex at least one voxel thick
