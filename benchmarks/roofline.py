@@ -424,6 +424,16 @@ def main() -> None:
     shapes = ([tuple(int(v) for v in s.split("x")) for s in args.conv_shapes.split(",")] if args.conv_shapes
               else QUICK_CONV_SHAPES if args.quick else CONV_SHAPES)
     machine = _machine()
+    model = (f"checkpoint {args.checkpoint}" if args.checkpoint else
+             "bundled `femur-ct-v1` (3-class unet3d 16-32-64-128, instance norm, 48³ windows at 2 mm)")
+    e2e_shape = "×".join(reversed(args.e2e_size.split("x"))) if args.e2e_size else ""
+
+    def write(e2e: list[dict[str, Any]], gpu_result: dict[str, Any] | None) -> None:
+        text = _markdown(machine, args.note, model, peak_rows, peak, result, e2e, e2e_shape, gpu_result)
+        print(text, flush=True)
+        if args.append:  # after each part, so a run cut short still leaves what it measured
+            replace_section(args.append, SECTION, text)
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         export_dir = folder / "onnx"
@@ -431,20 +441,17 @@ def main() -> None:
         peak = max(peak_rows, key=lambda r: r["gflops"])
         result = sliding(backends, args.runs, export_dir, peak["gflops"], checkpoint, args.preset, not args.quick)
         print(json.dumps(result, indent=1), flush=True)
+        write([], None)
         e2e: list[dict[str, Any]] = []
         if args.e2e_size:
             shape = tuple(int(v) for v in args.e2e_size.split("x"))
             e2e = end_to_end(backends, args.e2e_runs or (1 if args.quick else 3), shape,  # type: ignore[arg-type]
                              folder, export_dir, checkpoint)
             print(json.dumps(e2e, indent=1), flush=True)
+            write(e2e, None)
         gpu_result = gpu(backends, args.runs, export_dir, checkpoint)
-    e2e_shape = "×".join(reversed(args.e2e_size.split("x"))) if args.e2e_size else ""
-    model = (f"checkpoint {args.checkpoint}" if args.checkpoint else
-             "bundled `femur-ct-v1` (3-class unet3d 16-32-64-128, instance norm, 48³ windows at 2 mm)")
-    text = _markdown(machine, args.note, model, peak_rows, peak, result, e2e, e2e_shape, gpu_result)
-    print(text)
-    if args.append:
-        replace_section(args.append, SECTION, text)
+        if gpu_result is not None:
+            write(e2e, gpu_result)
 
 
 if __name__ == "__main__":
