@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = parser.add_argument_group("model: a bundled model (default), or checkpoints (any target, or one set "
                                        "per contour), which override it")
     models.add_argument("--model", default=None, metavar="NAME",
-                        help="bundled model to use when no checkpoint is given (default: femur-ct-v1; "
+                        help="bundled model to use when no checkpoint is given (default: femur-ct-v2; "
                              "`femurseg models` lists them)")
     models.add_argument("--checkpoints", nargs="+", default=[], metavar="CKPT",
                         help="checkpoints; each is used for the target it was trained on")
@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(pairwise Dice, volume spread, uncertainty in the cortex) to qc.json")
     post.add_argument("--uncertainty-threshold", type=float, default=0.15)
     post.add_argument("--no-qc", action="store_true", help="skip qc.png")
+    post.add_argument("--analyze", action="store_true",
+                      help="also run `femurseg analyze` on each segmentation (default calibration: the in-scan "
+                           "phantom, else internal) into <output>/<subject>/analysis/; see docs/analysis.md")
     post.add_argument("--overwrite", action="store_true",
                       help="segment every scan again (default: keep subjects whose folder is complete and was made "
                            "from the same scan, checkpoints and settings)")
@@ -168,4 +171,24 @@ def main(argv: list[str] | None = None) -> int:
                         trainer_kwargs={"accelerator": args.accelerator, "devices": devices, "strategy": args.strategy})
     print(f"femurseg segment: {len(inputs) - failed} of {len(inputs)} scans segmented into {args.output}"
           + (f"; {failed} failed (see {args.output / 'errors.csv'})" if failed else ""))
+    if args.analyze:
+        failed += _analyze(inputs, args.output)
     return 1 if failed else 0
+
+
+def _analyze(inputs: list, output: Path) -> int:
+    """``femurseg analyze`` on every segmentation written; returns the number of scans it failed on."""
+    from femurseg.analysis import analyze
+
+    failed = 0
+    for scan in inputs:
+        segmentation = output / scan.subject_id / "segmentation.nii.gz"
+        if not segmentation.exists():
+            continue
+        try:
+            analyze(scan.path, segmentation, subject=scan.subject_id).write(output / scan.subject_id / "analysis")
+        except FemursegError as error:
+            failed += 1
+            print(f"femurseg segment: {scan.subject_id}: analysis failed: {error}", file=sys.stderr)
+    print(f"femurseg segment: analysis of {len(inputs) - failed} scans in {output}/<subject>/analysis")
+    return failed
