@@ -15,10 +15,12 @@ the fraction of bad segmentations (Dice < 0.8) that are flagged, and of good one
 
 - ``phantoms``: ``--n`` phantoms of the ``transfer`` preset (seeds ``--seed`` on; the model
   was trained on seeds ≥ 100000), each as generated (``clean``) and degraded so that the
-  model fails in different ways: ``hu_scale`` (HU × 0.5: a miscalibrated scanner),
-  ``noise`` (+ Gaussian noise σ 250 HU), ``fov`` (the in-plane field of view ends through
-  the femur), ``dark_bone`` (bone HU pushed down to trabecular levels). Dice is over the
-  whole volume.
+  model fails in different ways: ``hu_scale`` (HU × 0.4: a miscalibrated scanner),
+  ``noise`` (+ Gaussian noise σ 400 HU), ``dark_bone`` (HU above 200 compressed ten-fold:
+  bone looks like soft tissue), ``lying`` (the array's x and z axes swapped: the femur
+  lies across the slices), ``fov`` (the in-plane field of view ends through the femur:
+  a good segmentation of an incomplete femur, which the flag should catch as such).
+  Dice is over the whole volume.
 - ``realct``: the real axial slices of ``../shared/realct`` extruded into prisms as in
   ``benchmarks/realct.py``; Dice of the middle slice against the real femur mask.
 """
@@ -40,7 +42,7 @@ from markdown_section import replace_section  # benchmarks/ is on sys.path when 
 
 SECTION = "## QC flag: good against bad segmentations (benchmarks/qc.py)"
 BAD, GOOD = 0.8, 0.95
-DEGRADATIONS = ("clean", "hu_scale", "noise", "fov", "dark_bone")
+DEGRADATIONS = ("clean", "hu_scale", "noise", "dark_bone", "lying", "fov")
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,9 +63,16 @@ def degrade(image: sitk.Image, label: sitk.Image, kind: str, seed: int) -> tuple
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
     truth = sitk.GetArrayFromImage(label)
     if kind == "hu_scale":
-        hu = hu * 0.5
+        hu = hu * 0.4
     elif kind == "noise":
-        hu = hu + np.random.default_rng(seed).normal(0.0, 250.0, hu.shape).astype(np.float32)
+        hu = hu + np.random.default_rng(seed).normal(0.0, 400.0, hu.shape).astype(np.float32)
+    elif kind == "lying":
+        spacing = image.GetSpacing()
+        out = sitk.GetImageFromArray(np.ascontiguousarray(hu.transpose(2, 1, 0)).astype(np.int16))
+        out.SetSpacing(spacing[::-1])
+        lying = sitk.GetImageFromArray(np.ascontiguousarray(truth.transpose(2, 1, 0)))
+        lying.CopyInformation(out)
+        return out, lying
     elif kind == "dark_bone":
         hu = np.where(hu > 200, 200 + (hu - 200) * 0.1, hu)
     elif kind == "fov":

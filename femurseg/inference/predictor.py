@@ -55,7 +55,7 @@ from femurseg.inference.backends import Backend, backend_network, resolve_backen
 from femurseg.inference.contours import geometry_of, label_contours
 from femurseg.inference.ensemble import EnsembleNetwork, mirror_flips
 from femurseg.inference.postprocess import Postprocessing, decode_probabilities, postprocess
-from femurseg.inference.qc import QCSettings, decoded_numbers, ensemble_agreement, quality_report
+from femurseg.inference.qc import QCSettings, decoded_numbers, ensemble_agreement, femur_box, quality_report
 from femurseg.inference.refine import Refinement, refine_contours
 from femurseg.inference.report import Calibration, compartment_report, side_reports
 from femurseg.labels import endosteal_mask, periosteal_mask
@@ -319,12 +319,12 @@ class Predictor:
         del preprocessed
         outer_p = _resample(maps[0].float(), grid, image)
         inner_p = _resample(maps[1].float(), grid, image)
-        spread = agreement = None
-        if s.uncertainty:
+        spread = None
+        if s.uncertainty:  # the maps are kept for the members' agreement around the final femur
             deviation = (maps[2:4].float() - maps[:2].float() ** 2).clamp_(min=0).sqrt_().amax(dim=0)
             spread = _resample(deviation, grid, image)
-            agreement = ensemble_agreement(maps, grid[1], self.network.size)
-        del maps
+        else:
+            del maps
         hu = sitk.GetArrayViewFromImage(image)
         decoding = "argmax" if self.checkpoints.kind == "compartments" else "threshold"
         outer, inner = decode_probabilities(outer_p, inner_p, decoding, s.postprocessing.thresholds)
@@ -345,6 +345,10 @@ class Predictor:
         if spread is not None:
             report["uncertainty"] = _contour_uncertainty(spread, array)
             report["qc_flag"] = bool(report["uncertainty"] is not None and report["uncertainty"] > s.uncertainty_threshold)
+        agreement = None
+        if s.uncertainty:
+            agreement = ensemble_agreement(maps, grid[1], self.network.size, femur_box(array, image, grid))
+            del maps
         report["qc"] = quality_report(array, image.GetSpacing(), s.qc, decoded, agreement, spread,
                                       len(report["femurs"]) or None)
         report["geometry"] = geometry_of(image)

@@ -14,12 +14,14 @@ flags and one ``pass``:
   variation of their volumes, and the mean ensemble standard deviation in the
   cortical shell;
 - the **decoded masks** before postprocessing (:func:`decoded_numbers`): endosteal
-  voxels outside the periosteal mask, and periosteal pieces beyond one per femur
-  (what the postprocessing had to throw away);
-- the **label map** itself (:func:`label_numbers`, any 0/1/2 map): the femur on the
-  in-plane edge of the field of view, the femur's mean axial cross-section (volume
-  per length of scan), and the median cortical thickness at the periosteal
-  surface; trabecular bone touching background is reported, not flagged.
+  voxels outside the periosteal mask; the periosteal pieces beyond one per femur
+  that the postprocessing threw away are reported, not flagged (a pelvis the model
+  also called bone is common in good segmentations);
+- the **label map** itself (:func:`label_numbers`, any 0/1/2 map): more pieces than
+  femora, the femur on the in-plane edge of the field of view, the femur's mean
+  axial cross-section (volume per length of scan), and the median cortical
+  thickness at the periosteal surface; trabecular bone touching background is
+  reported, not flagged.
 
 A flag is raised when a number leaves the range of :class:`QCSettings`; ``pass`` is
 no flag. The thresholds and how well the flag separates good from bad
@@ -120,8 +122,7 @@ QC_FLAGS: dict[str, str] = {
     "endosteal_outside_periosteal": "decoded endosteal voxels outside the decoded periosteal mask, above "
                                     "max_endosteal_outside (a 0/1/2 map cannot hold them: only a prediction has them)",
     "field_of_view_edge": "the femur touches the in-plane edge of the field of view over more than max_edge_area_mm2",
-    "extra_components": "periosteal pieces beyond one per femur hold more than max_extra_component_fraction of its "
-                        "volume before postprocessing",
+    "extra_components": "the label map holds more pieces of 1 cm³ or more than femora (one per side)",
     "implausible_volume": "mean axial cross-section of a femur (volume / length) outside cross_section_mm2",
     "implausible_cortical_thickness": "median cortical thickness at the periosteal surface outside "
                                       "cortical_thickness_mm, or no trabecular bone",
@@ -147,9 +148,6 @@ class QCSettings:
     max_edge_area_mm2
         Largest femur area on the in-plane border of the field of view (the inferior
         and superior slices may cut the femur: a hip CT ends in the shaft).
-    max_extra_component_fraction
-        Largest volume of decoded periosteal pieces beyond one per femur, as a
-        fraction of the femora's volume.
     cross_section_mm2
         Plausible mean axial cross-section of one femur (periosteal volume over the
         length it spans): shafts are 300-700 mm², hip levels up to ~3000 mm².
@@ -162,7 +160,6 @@ class QCSettings:
     max_shell_uncertainty: float = 0.2
     max_endosteal_outside: float = 0.02
     max_edge_area_mm2: float = 20.0
-    max_extra_component_fraction: float = 0.05
     cross_section_mm2: tuple[float, float] = (150.0, 4000.0)
     cortical_thickness_mm: tuple[float, float] = (0.4, 8.0)
 
@@ -171,8 +168,39 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
 
-def ensemble_agreement(maps: Any, spacing: tuple[float, float, float], size: int) -> dict[str, Any]:
-    """Agreement between ensemble members, on the network's grid.
+def femur_box(label: np.ndarray, image: Any, grid: tuple[Any, Any, Any], margin_mm: float = 10.0
+              ) -> tuple[slice, slice, slice] | None:
+    """The final femur's bounding box plus ``margin_mm``, as ``(X, Y, Z)`` slices of the network's grid.
+
+    Parameters
+    ----------
+    label
+        Final 0/1/2 map ``(z, y, x)`` on ``image``'s grid.
+    image
+        The scan (SimpleITK image) whose grid ``label`` is on.
+    grid
+        ``(origin, spacing, direction)`` of the network's (preprocessed) grid.
+    """
+    outer = np.asarray(periosteal_mask(label), bool)
+    if not outer.any():
+        return None
+    nonzero = np.nonzero(outer)
+    low = [int(a.min()) for a in nonzero[::-1]]  # x, y, z
+    high = [int(a.max()) for a in nonzero[::-1]]
+    corners = np.array([image.TransformContinuousIndexToPhysicalPoint(
+        tuple(float(h if bit else lo) for lo, h, bit in zip(low, high, bits)))
+        for bits in itertools.product((0, 1), repeat=3)])
+    origin, spacing, direction = (np.asarray(v, float) for v in grid)
+    index = (corners - origin) @ direction.reshape(3, 3) / spacing  # continuous (x, y, z) index on the grid
+    pad = margin_mm / spacing
+    start = np.floor(index.min(axis=0) - pad).astype(int)
+    stop = np.ceil(index.max(axis=0) + pad).astype(int) + 1
+    return tuple(slice(max(0, int(a)), max(0, int(b))) for a, b in zip(start, stop))
+
+
+def ensemble_agreement(maps: Any, spacing: tuple[float, float, float], size: int,
+                       box: tuple[slice, slice, slice] | None = None) -> dict[str, Any]:
+    """Agreement between ensemble members, on the network's grid, within ``box``.
 
     Parameters
     ----------
@@ -183,6 +211,10 @@ def ensemble_agreement(maps: Any, spacing: tuple[float, float, float], size: int
         ``(x, y, z)`` mm of that grid.
     size
         Predictions averaged per contour (checkpoints × flips), for the soft Dice of ``E``.
+    box
+        ``(X, Y, Z)`` slices: the final femur and a margin (:func:`femur_box`); what
+        the members call bone far from it (a pelvis the postprocessing removed) is
+        left out. ``None``: the whole grid.
 
     Returns
     -------
@@ -194,6 +226,8 @@ def ensemble_agreement(maps: Any, spacing: tuple[float, float, float], size: int
     import torch
 
     maps = torch.as_tensor(maps)
+    if box is not None:
+        maps = maps[(slice(None), *box)]
     members = maps[4:] > 0.5
     voxel_cm3 = float(np.prod(spacing)) / 1000.0
     counts = members.flatten(1).sum(dim=1).double()
@@ -354,11 +388,9 @@ def quality_report(
     kept = femurs if femurs is not None else max(1, min(2, len(numbers["femurs"])))
     if decoded is not None and decoded["component_voxels"]:
         sizes = decoded["component_voxels"]
-        extra = sum(sizes[kept:]) / max(sum(sizes[:kept]), 1)
-        decoded = {**decoded, "extra_component_fraction": _round(extra)}
-        if extra > settings.max_extra_component_fraction:
-            flags["extra_components"] = (f"pieces beyond {kept} femur(s) hold {extra:.1%} of its volume before "
-                                         "postprocessing")
+        decoded = {**decoded, "extra_component_fraction": _round(sum(sizes[kept:]) / max(sum(sizes[:kept]), 1))}
+    if len(numbers["femurs"]) > kept:
+        flags["extra_components"] = f"{len(numbers['femurs'])} pieces of 1 cm³ or more for {kept} femur(s)"
     low, high = settings.cross_section_mm2
     implausible = [f for f in numbers["femurs"][:kept] if not low <= f["cross_section_mm2"] <= high]
     if "empty" not in flags and not numbers["femurs"]:

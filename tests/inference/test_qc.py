@@ -49,7 +49,7 @@ def test_implausible_labels_are_flagged(phantom):
     assert quality_report(np.zeros_like(label), spacing)["flags"] == ["empty"]
 
 
-def test_decoded_masks_flag_pieces_and_endosteal_outside(phantom):
+def test_decoded_masks_and_extra_pieces(phantom):
     label, spacing = phantom
     outer, inner = periosteal_mask(label), endosteal_mask(label)
     clean = decoded_numbers(outer, inner)
@@ -62,7 +62,10 @@ def test_decoded_masks_flag_pieces_and_endosteal_outside(phantom):
     report = quality_report(label, spacing, decoded=decoded_numbers(outer, inner_out))
     assert "endosteal_outside_periosteal" in report["flags"]
     report = quality_report(label, spacing, decoded=decoded_numbers(noisy, inner), femurs=1)
-    assert report["flags"] == ["extra_components"] and report["decoded"]["extra_component_fraction"] > 0.05
+    assert report["pass"] and report["decoded"]["extra_component_fraction"] > 0.05  # removed: reported only
+    two = label.copy()
+    two[-12:, 2:20, 2:20] = 1  # a piece left in the label map (off the edge): two pieces for one femur
+    assert quality_report(two, spacing, femurs=1)["flags"] == ["extra_components"]
 
 
 def test_ensemble_agreement_from_member_maps_and_moments():
@@ -108,3 +111,17 @@ def test_summary_lists_the_flagged_scans_first(tmp_path):
     summary = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert [r["subject_id"] for r in summary] == ["b", "d", "a", "c"]
     assert [r["qc_pass"] for r in summary] == ["False", "False", "True", ""]
+
+
+def test_femur_box_maps_the_final_femur_onto_the_network_grid():
+    from femurseg.inference.qc import femur_box
+
+    label = np.zeros((10, 20, 30), np.uint8)
+    label[2:5, 4:8, 10:20] = 1
+    image = sitk.GetImageFromArray(label)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    image.SetOrigin((5.0, 0.0, 0.0))
+    grid = ((5.0, 0.0, 0.0), (2.0, 2.0, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))  # the network's 2 mm grid
+    box = femur_box(label, image, grid, margin_mm=0.0)
+    assert box == (slice(5, 11), slice(2, 5), slice(2, 5))  # x 15-24 mm, y 4-7 mm, z 4-8 mm at 2 mm
+    assert femur_box(np.zeros_like(label), image, grid) is None
