@@ -5,7 +5,7 @@ Usage::
     python benchmarks/roofline.py [--runs 5] [--append docs/benchmarks.md]
     python benchmarks/roofline.py --quick ...        # fewer shapes and runs (a loaded or slow machine)
 
-Measured, with the bundled default model (``femur-ct-v1``: 3-class unet3d 16-32-64-128,
+Measured, with the bundled default model (``femur-ct-v2``, like v1 a 3-class unet3d 16-32-64-128,
 48³ windows at 2 mm) and every installed backend (:mod:`femurseg.inference.backends`):
 
 1. **Conv3d peak**: the best GFLOP/s a single large 3×3×3 convolution (stride 1,
@@ -413,7 +413,7 @@ def main() -> None:
                         help="3 conv shapes, sparse windows only (no exhaustive runs), 1 end-to-end run per backend")
     parser.add_argument("--backends", default=",".join(available_backends()), help="comma-separated backends")
     parser.add_argument("--e2e-size", default="300x512x512", help="z x y x x of the end-to-end scan ('' skips it)")
-    parser.add_argument("--checkpoint", help="a 3-class checkpoint to time (default: the bundled femur-ct-v1)")
+    parser.add_argument("--checkpoint", help="a 3-class checkpoint to time (default: the bundled default model)")
     parser.add_argument("--preset", default="full", help="synthetic preset of the sliding-window scan")
     parser.add_argument("--conv-shapes", default="", help="batch x C_in x C_out x edge, comma-separated")
     parser.add_argument("--note", default="", help="a line printed in bold under the machine (e.g. a loaded machine)")
@@ -423,9 +423,11 @@ def main() -> None:
     checkpoint = _checkpoint(args.checkpoint)
     shapes = ([tuple(int(v) for v in s.split("x")) for s in args.conv_shapes.split(",")] if args.conv_shapes
               else QUICK_CONV_SHAPES if args.quick else CONV_SHAPES)
+    from femurseg.models.zoo import DEFAULT_MODEL
+
     machine = _machine()
     model = (f"checkpoint {args.checkpoint}" if args.checkpoint else
-             "bundled `femur-ct-v1` (3-class unet3d 16-32-64-128, instance norm, 48³ windows at 2 mm)")
+             f"bundled default `{DEFAULT_MODEL}` (3-class unet3d 16-32-64-128, instance norm, 48³ windows at 2 mm)")
     e2e_shape = "×".join(reversed(args.e2e_size.split("x"))) if args.e2e_size else ""
 
     def write(e2e: list[dict[str, Any]], gpu_result: dict[str, Any] | None) -> None:
