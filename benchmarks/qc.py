@@ -117,7 +117,8 @@ def run_phantoms(n: int, seed: int, stream: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def run_realct(slices: Path, per_patient: int | None, shard: tuple[int, int], stream: Any) -> list[dict[str, Any]]:
+def run_realct(slices: Path, per_patient: int | None, shard: tuple[int, int], stream: Any,
+               done: set[str] = frozenset()) -> list[dict[str, Any]]:
     from realct import extruded, interleaved, levels, select
 
     model = predictor()
@@ -126,6 +127,8 @@ def run_realct(slices: Path, per_patient: int | None, shard: tuple[int, int], st
     rows, writer = [], None
     for ct_path in interleaved(paths)[shard[0]::shard[1]]:
         name = ct_path.name[: -len("_ct.nii.gz")]
+        if name in done:
+            continue
         reference = sitk.GetArrayFromImage(sitk.ReadImage(str(ct_path.with_name(f"{name}_femur.nii.gz")))) > 0
         result = model.predict(extruded(sitk.ReadImage(str(ct_path)), 32, 2.0), name)
         predicted = sitk.GetArrayFromImage(result.label)[16] >= 1
@@ -180,7 +183,8 @@ def markdown(rows: list[dict[str, Any]], title: str, note: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("phantoms", "realct", "summarize"))
-    parser.add_argument("inputs", nargs="*", type=Path, help="CSVs to summarize")
+    parser.add_argument("inputs", nargs="*", type=Path,
+                        help="CSVs to summarize (summarize), or of slices already done, to skip (realct)")
     parser.add_argument("--n", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7000)
     parser.add_argument("--slices", type=Path, default=Path("../shared/realct/slices"))
@@ -201,7 +205,8 @@ def main() -> None:
         rows, title = run_phantoms(args.n, args.seed, stream), "Phantoms"
     elif args.what == "realct":
         shard = tuple(int(v) for v in args.shard.split("/"))
-        rows, title = run_realct(args.slices, args.per_patient, shard, stream), "Real CT slices"
+        done = {r["case"] for path in args.inputs for r in csv.DictReader(path.open())}  # CSVs of slices done
+        rows, title = run_realct(args.slices, args.per_patient, shard, stream, done), "Real CT slices"
     else:
         rows = [r for path in args.inputs for r in csv.DictReader(path.open())]
         title = "Real CT slices" if rows and rows[0]["group"] in ("hip", "shaft", "knee", "unknown") else "Phantoms"
