@@ -7,7 +7,7 @@ Usage::
         [--shard K/N] [--threads T] [--append docs/benchmarks.md]
     python benchmarks/qc.py summarize A.csv B.csv [--append docs/benchmarks.md]
 
-Both segment with the bundled default model and ``InferenceSettings(uncertainty=True)``
+Both segment with a bundled model (``--model``, default: the default model) and ``InferenceSettings(uncertainty=True)``
 (test-time flips ``auto``: the two x flips are the ensemble's members), compare the
 periosteal mask with the truth, and tabulate Dice against ``qc.json``'s ``pass``:
 the fraction of bad segmentations (Dice < 0.8) that are flagged, and of good ones
@@ -50,12 +50,16 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
+MODEL: str | None = None  # --model: a bundled model; None is the default model
+
+
 def predictor() -> Any:
     from femurseg.inference.predictor import InferenceSettings, Predictor
     from femurseg.models.checkpoints import load_checkpoints
-    from femurseg.models.zoo import model_path
+    from femurseg.models.zoo import DEFAULT_MODEL, model_path
 
-    return Predictor(load_checkpoints([model_path()]), InferenceSettings(uncertainty=True))
+    print(f"model: {MODEL or DEFAULT_MODEL}", file=sys.stderr, flush=True)
+    return Predictor(load_checkpoints([model_path(MODEL)]), InferenceSettings(uncertainty=True))
 
 
 def degrade(image: sitk.Image, label: sitk.Image, kind: str, seed: int) -> tuple[sitk.Image, sitk.Image]:
@@ -185,6 +189,7 @@ def main() -> None:
     parser.add_argument("what", choices=("phantoms", "realct", "summarize"))
     parser.add_argument("inputs", nargs="*", type=Path,
                         help="CSVs to summarize (summarize), or of slices already done, to skip (realct)")
+    parser.add_argument("--model", default=None, help="bundled model (default: the default model)")
     parser.add_argument("--n", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7000)
     parser.add_argument("--slices", type=Path, default=Path("../shared/realct/slices"))
@@ -195,6 +200,8 @@ def main() -> None:
     parser.add_argument("--note", default="")
     parser.add_argument("--append", type=Path)
     args = parser.parse_args()
+    global MODEL
+    MODEL = args.model
     if args.threads:
         import torch
 
