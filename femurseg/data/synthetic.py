@@ -171,6 +171,7 @@ def _meta(subject_id: str, params: Any, spec: SynthPreset, side: str, rendered: 
     sign = -1.0 if side == "right" else 1.0
     rods = [{"density_mg_cm3": rho, "x_mm": sign * x, "y_mm": y, "radius_mm": params.phantom.rod_radius,
              "hu": intercept + slope * rho} for rho, (x, y) in zip(ROD_DENSITIES, rendered.rods)]
+    knee = {} if params.knee is None else {"knee": asdict(params.knee)}
     return _plain({
         "subject_id": subject_id,
         "seed": params.seed,
@@ -198,6 +199,7 @@ def _meta(subject_id: str, params: Any, spec: SynthPreset, side: str, rendered: 
         "field_margins": list(params.margins),
         "generator_version": GENERATOR_VERSION,
         "preset_spec": asdict(spec),
+        **knee,
     })
 
 

@@ -22,7 +22,7 @@ from femurseg.data.synthetic_scanner import fill_fraction
 from femurseg.data.synthetic_sdf import Points, ellipsoid
 from femurseg.data.synthetic_tissues import TissueParams
 
-__all__ = ["BodyParams", "PhantomParams", "sample_body", "sample_phantom", "Tissue",
+__all__ = ["BodyParams", "PhantomParams", "Leg", "sample_body", "sample_phantom", "Tissue",
            "body_distance", "fat_thickness", "septa", "phantom_fields", "soft_tissue", "ROD_DENSITIES"]
 
 ROD_DENSITIES: tuple[float, ...] = (0.0, 50.0, 100.0, 200.0)
@@ -32,9 +32,10 @@ ROD_DENSITIES: tuple[float, ...] = (0.0, 50.0, 100.0, 200.0)
 class Tissue:
     """Integer codes of the tissue map (one per voxel, by the voxel centre)."""
 
-    AIR, FAT, MUSCLE, SKIN, TABLE, PHANTOM, ROD, CORTICAL, TRABECULAR, MARROW, PELVIS, OTHER = range(12)
+    AIR, FAT, MUSCLE, SKIN, TABLE, PHANTOM, ROD, CORTICAL, TRABECULAR, MARROW, PELVIS, OTHER, BONE = range(13)
     NAMES: tuple[str, ...] = ("air", "fat", "muscle", "skin", "table", "phantom", "rod",
-                              "cortical", "trabecular", "marrow", "pelvis", "other")
+                              "cortical", "trabecular", "marrow", "pelvis", "other", "bone")
+    """``bone``: bones other than the femur and the pelvis (patella, tibia, fibula)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,23 @@ class PhantomParams:
     rod_pitch: float
     table_gap: float
     table_thickness: float
+
+
+@dataclass(frozen=True)
+class Leg:
+    """Where the thigh narrows to the knee (patient frame, mm).
+
+    The thigh's centre and semi-axes blend from the thigh's (250 mm above the
+    knee) to the leg's at ``z`` + 50 mm and below: an ellipse centred at
+    ``(x, y)`` with semi-axes ``radius`` (left-right) and ``depth``
+    (front-back; more than ``radius`` where the leg rests on the table).
+    """
+
+    x: float
+    y: float
+    z: float
+    radius: float
+    depth: float
 
 
 def sample_body(rng: np.random.Generator, habitus: float, midline: float) -> BodyParams:
@@ -119,8 +137,8 @@ def sample_phantom(rng: np.random.Generator) -> PhantomParams:
     )
 
 
-def body_distance(p: Points, body: BodyParams, midline: float) -> np.ndarray:
-    """Approximate signed distance (mm) to the skin surface."""
+def body_distance(p: Points, body: BodyParams, midline: float, leg: Leg | None = None) -> np.ndarray:
+    """Approximate signed distance (mm) to the skin surface (the thigh narrowing to ``leg`` if given)."""
     x, y, z = p
     cy = np.float32(0.5 * (body.posterior - body.anterior))
     b = np.float32(0.5 * (body.posterior + body.anterior))
@@ -133,7 +151,16 @@ def body_distance(p: Points, body: BodyParams, midline: float) -> np.ndarray:
     # Below the perineum the trunk gives way to the thigh.
     trunk = trunk + np.maximum(np.float32(body.perineum) - z, 0.0) * np.float32(2.5)
     tx, ty = np.float32(25.0), np.float32(0.3 * body.posterior - 0.3 * body.anterior)
-    thigh = np.sqrt((x - tx) ** 2 + ((y - ty) * np.float32(1.1)) ** 2) - np.float32(body.thigh_radius)
+    if leg is None:
+        thigh = np.sqrt((x - tx) ** 2 + ((y - ty) * np.float32(1.1)) ** 2) - np.float32(body.thigh_radius)
+    else:
+        t = np.clip((np.float32(leg.z + 250.0) - z) / np.float32(200.0), 0.0, 1.0)
+        t = t * t * (3.0 - 2.0 * t)
+        cx = tx + (np.float32(leg.x) - tx) * t
+        cy = ty + (np.float32(leg.y) - ty) * t
+        a = np.float32(body.thigh_radius) + (np.float32(leg.radius) - np.float32(body.thigh_radius)) * t
+        b = np.float32(body.thigh_radius / 1.1) + (np.float32(leg.depth) - np.float32(body.thigh_radius / 1.1)) * t
+        thigh = (np.sqrt(((x - cx) / a) ** 2 + ((y - cy) / b) ** 2) - np.float32(1.0)) * np.minimum(a, b)
     d = np.minimum(trunk, thigh)
     # Lying supine on the phantom flattens the back.
     return np.maximum(d, y - np.float32(body.posterior))
@@ -219,7 +246,8 @@ def _ellipse_fraction(p: Points, centre: tuple[float, float, float], semi: tuple
 
 
 def soft_tissue(
-    p: Points, body: BodyParams, tissues: TissueParams, midline: float, head_radius: float, ramp: float
+    p: Points, body: BodyParams, tissues: TissueParams, midline: float, head_radius: float, ramp: float,
+    leg: Leg | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """HU and tissue code of everything but bone, phantom and table.
 
@@ -235,10 +263,12 @@ def soft_tissue(
         Femoral head radius, to place the pelvic contents and vessels.
     ramp
         Width (mm) of the partial-volume ramp.
+    leg
+        Where the thigh narrows to the knee; a thigh of constant girth if omitted.
     """
     t, r = tissues, head_radius
     x, y, z = p
-    d = body_distance(p, body, midline)
+    d = body_distance(p, body, midline, leg)
     inside = fill_fraction(d, ramp)
     muscle = fill_fraction(d + np.float32(body.skin) + fat_thickness(p, body), ramp)
     muscle = np.where(septa(p, body), muscle * np.float32(0.1), muscle)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from femurseg.data.synthetic_knee import KneeGeometry, KneeParams
 from femurseg.data.synthetic_sdf import (
     Points,
     ellipsoid,
@@ -114,9 +115,13 @@ class FemurGeometry:
     min_cortex
         Lower bound (mm) of the cortical thickness, so that coarse grids can
         show the cortex; 0 keeps the anatomical values.
+    knee
+        The distal end (condyles, :mod:`femurseg.data.synthetic_knee`); without
+        it the shaft ends in a rounded cap 420 mm below the neck-shaft junction,
+        below any field of view of the presets that have no knee.
     """
 
-    def __init__(self, params: FemurParams, min_cortex: float = 0.0) -> None:
+    def __init__(self, params: FemurParams, min_cortex: float = 0.0, knee: KneeParams | None = None) -> None:
         self.p = params
         self.min_cortex = float(min_cortex)
         self.pose = _rotation(params.flexion, params.abduction, params.rotation)
@@ -154,6 +159,7 @@ class FemurGeometry:
             self.junction + 26.0 * self.shaft_dir + (s + 2.0) * self.lateral,
             -0.55 * r * self.neck_up,
         )
+        self.knee = None if knee is None else KneeGeometry(knee, self.junction, self.shaft_dir, params.shaft_radius)
 
     # ----------------------------------------------------------------- frames
     def frame(self, tilt: np.ndarray) -> np.ndarray:
@@ -166,6 +172,10 @@ class FemurGeometry:
         axes = np.vstack([np.eye(3), -np.eye(3)])
         pts = [r * e for e in axes] + [self.gt_centre + 22.0 * e for e in axes]
         depth = (self.junction[2] - z_min) / max(-self.shaft_dir[2], 0.5) + 20.0
+        if self.knee is not None:
+            depth = min(depth, self.knee.p.length + 10.0)
+            if depth > self.knee.p.length - 150.0:
+                pts += list(self.knee.corners())
         bottom = self.junction + depth * self.shaft_dir
         for c in (self.mass_centre, bottom, self.lt_centre):
             pts += [c + 34.0 * e for e in axes]
@@ -194,8 +204,11 @@ class FemurGeometry:
                            self.lt_centre - 2.0 * self.posterior, 6.0, 4.5)
         # The shaft continues to mid-thigh (a femur is 400-480 mm long): thigh-level fields of view
         # need it; above 150 mm below the junction the union leaves the proximal shape unchanged.
-        distal = round_cone(q, self.junction + 240.0 * self.shaft_dir, self.junction + 420.0 * self.shaft_dir,
-                            s * 0.93, s * 0.9)
+        if self.knee is None:
+            distal = round_cone(q, self.junction + 240.0 * self.shaft_dir, self.junction + 420.0 * self.shaft_dir,
+                                s * 0.93, s * 0.9)
+        else:
+            distal = self.knee.distal_femur(q)
         shaft = smooth_union(shaft, distal, 8.0)
         d = smooth_union(shaft, mass, 18.0)
         d = smooth_union(d, gt, 10.0)
@@ -255,11 +268,18 @@ class FemurGeometry:
         t = t + (f32(p.cortex_trochanter) - t) * w["troch"]
         t = t + (f32(p.cortex_head) - t) * w["head"]
         marrow = _smoothstep(20.0, 60.0, w["down"])
+        knee = None if self.knee is None else self.knee.weight(q)
+        if knee is not None:
+            # thin cortex and dense cancellous bone without fatty marrow in the condyles
+            t = t + (f32(self.knee.p.cortex) - t) * knee
+            marrow = marrow * (f32(1.0) - knee)
         rel = f32(0.9) + f32(0.45) * w["head"]
         rel = rel + f32(0.6) * _segment_weight(q, *self.compressive, 8.0)
         rel = rel + f32(0.3) * _segment_weight(q, *self.tensile, 5.0)
         rel = rel * (f32(1.0) - f32(0.55) * _blob(q, self.ward_centre, 9.0))
         rel = rel * (f32(1.0) - f32(0.35) * w["troch"])
+        if knee is not None:
+            rel = rel + (f32(self.knee.p.density) - rel) * knee
         rel = rel * (f32(1.0) - f32(0.97) * marrow)
         return {"cortex": np.maximum(t, f32(self.min_cortex)), "density": rel, "marrow": marrow}
 

@@ -38,6 +38,13 @@ class SynthPreset:
         Probability that a scan is a thigh-level field of view instead of a hip
         one: 90-160 mm of the shaft in its muscles, from just below the lesser
         trochanter to mid-thigh (as in the thigh slices of real CT cohorts).
+    knee
+        Probability that a scan is a knee-level field of view: the distal femur
+        (metaphysis and condyles) with the patella, the tibial plateau and the
+        fibular head (labelled background) in a leg that narrows to the knee.
+        When above 0 every subject has a knee (:mod:`femurseg.data.synthetic_knee`)
+        and thigh fields of view may reach it; 0 keeps the rounded shaft end and
+        the files of the presets that predate it unchanged.
 
     Examples
     --------
@@ -53,6 +60,7 @@ class SynthPreset:
     noise: tuple[float, float]
     shaft_below: tuple[float, float] = (35.0, 50.0)
     thigh_only: float = 0.0
+    knee: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.inplane
@@ -68,6 +76,10 @@ class SynthPreset:
             raise ValueError(f"preset {self.name!r}: shaft_below {self.shaft_below} is not 0 <= low <= high <= 300")
         if not 0.0 <= self.thigh_only <= 1.0:
             raise ValueError(f"preset {self.name!r}: thigh_only {self.thigh_only} is not a probability")
+        if not 0.0 <= self.knee <= 1.0:
+            raise ValueError(f"preset {self.name!r}: knee {self.knee} is not a probability")
+        if self.knee > 0.0 and self.field != "scan":
+            raise ValueError(f"preset {self.name!r}: knee fields of view need field='scan'")
 
 
 PRESETS: dict[str, SynthPreset] = {
@@ -81,6 +93,11 @@ PRESETS: dict[str, SynthPreset] = {
     # (partial-volume) cortex rendered at 0.9-1.3 mm, shafts to mid-thigh and thigh-only scans.
     "transfer": SynthPreset("transfer", inplane=(0.9, 1.3), slices=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0), field="scan",
                             min_cortex_voxels=0.0, noise=(8.0, 45.0), shaft_below=(40.0, 200.0), thigh_only=0.35),
+    # ``transfer`` plus the knee: condyles, patella and tibia, 20 % knee-level fields of view.
+    "transfer_knee": SynthPreset("transfer_knee", inplane=(0.9, 1.3), slices=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0),
+                                 field="scan", min_cortex_voxels=0.0, noise=(8.0, 45.0), shaft_below=(40.0, 200.0),
+                                 thigh_only=0.35, knee=0.2),
 }
 """Named presets: ``tiny`` for unit tests, ``quick`` for CPU training, ``full`` clinical,
-``transfer`` for the default model (hip and thigh fields of view)."""
+``transfer`` for the default models femur-ct-v1/v2 (hip and thigh fields of view), ``transfer_knee``
+for femur-ct-v3 (hip, thigh and knee)."""

@@ -16,6 +16,7 @@ from scipy import ndimage
 from femurseg.data.synthetic_body import (
     ROD_DENSITIES,
     BodyParams,
+    Leg,
     PhantomParams,
     Tissue,
     phantom_fields,
@@ -25,6 +26,7 @@ from femurseg.data.synthetic_body import (
 )
 from femurseg.data.synthetic_grid import Box, Grid, banded
 from femurseg.data.synthetic_femur import FemurGeometry, FemurParams, sample_femur
+from femurseg.data.synthetic_knee import KneeParams, sample_knee
 from femurseg.data.synthetic_pelvis import PelvisGeometry, PelvisParams, sample_pelvis
 from femurseg.data.synthetic_preset import SynthPreset
 from femurseg.data.synthetic_scanner import (
@@ -55,6 +57,7 @@ class SubjectParams:
     tissues: TissueParams
     scanner: ScannerParams
     margins: tuple[float, ...]
+    knee: KneeParams | None = None
 
 
 @dataclass
@@ -82,7 +85,9 @@ def sample_subject(seed: int, preset: SynthPreset) -> SubjectParams:
     tissues = sample_tissues(rng)
     scanner = sample_scanner(rng, preset.inplane, preset.slices, preset.noise)
     margins = tuple(float(m) for m in rng.uniform(size=6))
-    return SubjectParams(seed, side, size, habitus, femur, pelvis, body, phantom, tissues, scanner, margins)
+    # its own stream, so presets without a knee keep their bytes
+    knee = sample_knee(np.random.default_rng([seed, 4]), size, body.fat) if preset.knee > 0 else None
+    return SubjectParams(seed, side, size, habitus, femur, pelvis, body, phantom, tissues, scanner, margins, knee)
 
 
 def _field(params: SubjectParams, femur: FemurGeometry, preset: SynthPreset) -> tuple[np.ndarray, np.ndarray]:
@@ -102,13 +107,44 @@ def _field(params: SubjectParams, femur: FemurGeometry, preset: SynthPreset) -> 
                lt_z - below_lo - (below_hi - below_lo) * m[1]]
         high = [max(skin_x, gt_x + 20.0) + 8.0 + 15.0 * m[3], table + 6.0 + 6.0 * m[5],
                 r + pe.joint_space + pe.cup_wall + 15.0 + 15.0 * m[0]]
-        if preset.thigh_only > 0.0:
+        knee_view = femur.knee is not None and np.random.default_rng([params.seed, 5]).random() < preset.knee
+        if knee_view:
+            low, high = _knee_field(params, femur, table)
+        elif preset.thigh_only > 0.0:
             # its own stream, so presets without thigh scans keep their bytes
             extra = np.random.default_rng([params.seed, 3])
             if extra.random() < preset.thigh_only:
                 top = lt_z - float(extra.uniform(-10.0, 220.0))
                 low[2], high[2] = top - float(extra.uniform(90.0, 160.0)), top
     return np.asarray(low), np.asarray(high)
+
+
+def _knee_field(params: SubjectParams, femur: FemurGeometry, table: float) -> tuple[list[float], list[float]]:
+    """Patient-frame box of a knee-level field of view: the leg from below the joint to the metaphysis."""
+    assert femur.knee is not None and params.knee is not None
+    rng = np.random.default_rng([params.seed, 6])
+    k = femur.pose @ femur.knee.centre
+    r = params.knee.leg_radius
+    low = [k[0] - r - float(rng.uniform(5.0, 40.0)), k[1] - r - float(rng.uniform(5.0, 30.0)),
+           k[2] - float(rng.uniform(0.0, 70.0))]
+    high = [k[0] + r + float(rng.uniform(5.0, 40.0)), max(table, k[1] + r) + 6.0 + 6.0 * params.margins[5],
+            k[2] + float(rng.uniform(70.0, 180.0))]
+    return low, high
+
+
+def _leg(params: SubjectParams, femur: FemurGeometry) -> Leg | None:
+    """Where the thigh narrows to the knee (patient frame), or None without a knee.
+
+    The leg is centred on the knee and reaches back to the table it rests on
+    (at most 30 % deeper than wide: a knee raised further lies on a cushion).
+    """
+    if femur.knee is None or params.knee is None:
+        return None
+    k = femur.pose @ femur.knee.centre
+    r = params.knee.leg_radius
+    front = float(k[1]) - 5.0 - r
+    back = float(np.clip(params.body.posterior, front + 2.0 * r, front + 2.6 * r))
+    return Leg(float(k[0]), 0.5 * (front + back), float(k[2]), r, 0.5 * (back - front))
 
 
 def _grid(params: SubjectParams, femur: FemurGeometry, preset: SynthPreset) -> Grid:
@@ -118,7 +154,7 @@ def _grid(params: SubjectParams, femur: FemurGeometry, preset: SynthPreset) -> G
     return Grid(origin=low, spacing=spacing, size=size, tilt=rotation_matrix(params.scanner.tilt))
 
 
-def _soft_tissue(params: SubjectParams, grid: Grid, ramp: float) -> tuple[np.ndarray, np.ndarray]:
+def _soft_tissue(params: SubjectParams, grid: Grid, ramp: float, leg: Leg | None) -> tuple[np.ndarray, np.ndarray]:
     """Soft tissues, rendered every ~4 mm in z and interpolated linearly between."""
     nz = grid.shape[0]
     step = max(1, int(round(4.0 / grid.spacing[2])))
@@ -129,7 +165,7 @@ def _soft_tissue(params: SubjectParams, grid: Grid, ramp: float) -> tuple[np.nda
     x, y, z = grid.points(grid.tilt.T, box)
     x, y, z = (np.broadcast_to(c, grid.shape)[keys] for c in (x, y, z))
     hu_k, code_k = soft_tissue((x, y, z), params.body, params.tissues, params.pelvis.midline_offset,
-                               params.femur.head_radius, ramp)
+                               params.femur.head_radius, ramp, leg)
     pos = np.interp(np.arange(nz), keys, np.arange(len(keys))).astype(np.float32)
     lo = np.minimum(np.floor(pos).astype(int), len(keys) - 1)
     hi = np.minimum(lo + 1, len(keys) - 1)
@@ -150,14 +186,16 @@ def render(params: SubjectParams, preset: SynthPreset) -> Rendered:
     """
     sc, t = params.scanner, params.tissues
     min_cortex = preset.min_cortex_voxels * float(max(sc.spacing))
-    femur = FemurGeometry(params.femur, min_cortex=min_cortex)
+    femur = FemurGeometry(params.femur, min_cortex=min_cortex, knee=params.knee)
     grid = _grid(params, femur, preset)
     ramp = float(grid.spacing[:2].mean())
-    hu, tissue = _soft_tissue(params, grid, ramp)
+    hu, tissue = _soft_tissue(params, grid, ramp, _leg(params, femur))
     rods = _paint_phantom(params, grid, hu, tissue)
     rng_tex = np.random.default_rng([params.seed, 1])
     label = np.zeros(grid.shape, dtype=np.uint8)
     _render_pelvis(params, grid, hu, tissue, rng_tex)
+    if femur.knee is not None:
+        _render_knee_bones(params, femur, grid, hu, tissue, np.random.default_rng([params.seed, 7]))
     _render_femur(params, femur, grid, hu, tissue, label, rng_tex)
     rng_noise = np.random.default_rng([params.seed, 2])
     hu = blur(hu, sc.spacing, sc.psf_fwhm)
@@ -216,6 +254,32 @@ def _render_pelvis(params: SubjectParams, grid: Grid, hu: np.ndarray, tissue: np
     trab = np.float32(t.marrow_hu) + np.float32(sc.slope * t.pelvis_density) * (1.0 + np.float32(t.texture_amplitude) * tex)
     _composite(hu, box, flat, outer, cort + (trab - cort) * inner)
     tissue[_box_index(box, flat[dd < 0])] = Tissue.PELVIS
+
+
+def _render_knee_bones(params: SubjectParams, femur: FemurGeometry, grid: Grid, hu: np.ndarray, tissue: np.ndarray,
+                       rng: np.random.Generator) -> None:
+    """Patella, tibia and fibula: cortex and cancellous bone like the femur's, labelled background."""
+    knee, t, sc = femur.knee, params.tissues, params.scanner
+    assert knee is not None
+    corners = knee.bone_corners() @ femur.pose.T
+    box = grid.box(corners.min(axis=0) - 6.0, corners.max(axis=0) + 6.0)
+    if any(sl.stop <= sl.start for sl in box):
+        return
+    frame = femur.frame(grid.tilt)
+    d, band, width = banded(knee.other_bones, grid, frame, box, band=6.0)
+    flat = np.flatnonzero(d < 2.0 * float(grid.spacing.max()))
+    if flat.size == 0:
+        return
+    dd = d.ravel()[flat]
+    w = _width_at(flat, band, width, float(grid.spacing.mean()))
+    outer = fill_fraction(dd, w)
+    inner = fill_fraction(dd + np.float32(knee.p.cortex + 0.3), w)
+    tex = trabecular_texture(rng, d.shape, tuple(grid.spacing), t.texture_scale, (1.0, 1.0, 1.0)).ravel()[flat]
+    cort = np.float32(sc.intercept + sc.slope * t.cortical_density * 0.95)
+    rho = np.float32(t.trabecular_density * knee.p.bone_density)
+    trab = np.float32(t.marrow_hu) + np.float32(sc.slope) * rho * (1.0 + np.float32(t.texture_amplitude) * tex)
+    _composite(hu, box, flat, outer, cort + (trab - cort) * inner)
+    tissue[_box_index(box, flat[dd < 0])] = Tissue.BONE
 
 
 def _width_at(flat: np.ndarray, band: np.ndarray, width: np.ndarray, default: float) -> np.ndarray:

@@ -100,5 +100,6 @@ def trabecular_texture(
     sx, sy, sz = spacing
     sigma = tuple(max(scale * f / s, 0.3) for f, s in zip(along, (sz, sy, sx)))
     fine = ndimage.gaussian_filter(white, sigma, truncate=2.5)
-    fine /= max(float(fine.std()), 1e-6)
+    if fine.size:  # a bone outside the field of view gives an empty box
+        fine /= max(float(fine.std()), 1e-6)
     return np.tanh(np.float32(1.6) * fine).astype(np.float32)
