@@ -1,7 +1,7 @@
 """The package's layers (DESIGN.md §2, docs/architecture.md), checked on the source.
 
 Floors, each importing only the floors below it or its own: 1 primitives (registry,
-labels, sliding window, atomic writes, errors, signals, voxel sizes and boxes, device
+lazy re-exports, labels, sliding window, atomic writes, errors, signals, voxel sizes and boxes, device
 capabilities), 2 ``data`` and ``models``, 3
 ``inference``, ``metrics``, ``analysis`` and ``export``, 4 the commands (``cli``,
 ``commands``, ``lightning_cli``, ``cv``). ``analysis`` and ``export`` never import
@@ -20,7 +20,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "femurseg"
 
 FLOORS = {
-    "femurseg.registry": 1, "femurseg.labels": 1, "femurseg.sliding": 1, "femurseg.atomic": 1,
+    "femurseg.registry": 1, "femurseg.lazy": 1, "femurseg.labels": 1, "femurseg.sliding": 1, "femurseg.atomic": 1,
     "femurseg.errors": 1, "femurseg.signals": 1, "femurseg.voxels": 1, "femurseg.devices": 1,
     "femurseg.data": 2, "femurseg.models": 2,
     "femurseg.inference": 3, "femurseg.metrics": 3, "femurseg.analysis": 3, "femurseg.export": 3,

@@ -16,8 +16,7 @@ Names are imported lazily so that ``import femurseg.export`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from femurseg.lazy import lazy_exports
 
 _EXPORTS = {
     "MeshSettings": "femurseg.export.meshes",
@@ -44,13 +43,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'femurseg.export' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -15,8 +15,7 @@ Names are imported lazily so that ``import femurseg.inference`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from femurseg.lazy import lazy_exports
 
 _EXPORTS = {
     "segment": "femurseg.inference.predictor",
@@ -42,13 +41,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'femurseg.inference' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
