@@ -17,9 +17,6 @@ Examples
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +34,7 @@ from femurseg.analysis.qc import render_analysis_qc
 from femurseg.analysis.regions import REGION_LABELS, TOTAL_HIP, region_map
 from femurseg.analysis.sides import check_inputs, split_femora
 from femurseg.analysis.thickness import cortical_thickness, merge_surfaces
-from femurseg.atomic import atomic_path, atomic_write_text
+from femurseg.atomic import atomic_path, atomic_write_csv, atomic_write_json
 from femurseg.errors import AnalysisError
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "FILES"]
@@ -111,13 +108,13 @@ class AnalysisResult:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = [
-            atomic_write_text(folder / FILES["calibration"], _json(self.calibration.to_dict())),
+            atomic_write_json(folder / FILES["calibration"], self.calibration.to_dict(), default=_plain),
             _write_image(self.density, folder / FILES["density"]),
-            atomic_write_text(folder / FILES["report"], _json(self.report)),
-            atomic_write_text(folder / FILES["summary"], _csv([self.summary])),
+            atomic_write_json(folder / FILES["report"], self.report, default=_plain),
+            atomic_write_csv(folder / FILES["summary"], [self.summary], list(self.summary)),
         ]
         if self.landmarks is not None:
-            written.append(atomic_write_text(folder / FILES["landmarks"], _json(self.landmarks)))
+            written.append(atomic_write_json(folder / FILES["landmarks"], self.landmarks, default=_plain))
         if self.regions is not None:
             written.append(_write_image(self.regions, folder / FILES["regions"]))
         for name, writer in self.extras.items():
@@ -128,10 +125,6 @@ class AnalysisResult:
         return written
 
 
-def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, allow_nan=False, default=_plain) + "\n"
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -139,15 +132,6 @@ def _plain(value: Any) -> Any:
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    columns = list(rows[0])
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buffer.getvalue()
 
 
 def _write_image(image: sitk.Image, path: Path) -> Path:

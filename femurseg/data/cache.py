@@ -48,16 +48,9 @@ import numpy as np
 import torch
 import torchio as tio
 
-from femurseg.data.io import read_image, read_label
+from femurseg.data.loading import load_preprocessed
 from femurseg.data.manifest import ManifestRecord
-from femurseg.data.preprocess import (
-    Preprocessing,
-    crop_to_label,
-    label_fractions,
-    preprocess_image,
-    preprocess_label,
-)
-from femurseg.errors import DataError
+from femurseg.data.preprocess import Preprocessing
 
 __all__ = ["CacheEntry", "SubjectCache", "file_fingerprint", "read_cached_array"]
 
@@ -197,17 +190,8 @@ class SubjectCache:
         return CacheEntry(path, json.loads((path / "meta.json").read_text()))
 
     def _fill(self, record: ManifestRecord, crop: bool, path: Path) -> CacheEntry:
-        try:
-            image = preprocess_image(read_image(record.image), self.settings)
-            source = read_label(record) if record.has_reference else None
-        except DataError as error:
-            raise DataError(f"subject {record.subject_id!r}: {error}") from error
-        label = preprocess_label(source, image) if source is not None else None
-        fractions = label_fractions(source, image) if source is not None else None
-        box = None
-        if crop and label is not None and self.settings.crop_margin_mm is not None:
-            image, label, box = crop_to_label(image, label, self.settings.crop_margin_mm)
-            fractions = fractions[box[0]:box[3], box[1]:box[4], box[2]:box[5]]  # type: ignore[index]
+        loaded = load_preprocessed(record, self.settings, crop=crop, fractions=True, require_label=False)
+        image, label, fractions, box = loaded.image, loaded.label, loaded.fractions, loaded.box
         image_data, affine = tio.io.sitk_to_nib(image)
         meta = {
             "format": CACHE_FORMAT,

@@ -32,15 +32,9 @@ from torch.utils.data import DistributedSampler
 from femurseg.data.augment import Preset, make_augmentation, mirror_axes
 from femurseg.data.cache import CacheDtype, SubjectCache
 from femurseg.data.folds import Splits, load_or_create_splits
-from femurseg.data.io import read_image, read_label
+from femurseg.data.loading import load_preprocessed
 from femurseg.data.manifest import ManifestRecord, parse_manifest, read_manifest
-from femurseg.data.preprocess import (
-    Preprocessing,
-    crop_to_label,
-    label_fractions,
-    preprocess_image,
-    preprocess_label,
-)
+from femurseg.data.preprocess import Preprocessing
 from femurseg.data.sampling import ClassBalancedSampler
 from femurseg.data.validate import DEFAULT_MAX_VOXELS, ValidationSettings, validate_manifest
 from femurseg.errors import DataError
@@ -66,17 +60,9 @@ def load_subject(
     DataError
         Naming the subject and file when reading fails.
     """
-    try:
-        image = preprocess_image(read_image(record.image), settings)
-        source = read_label(record)
-    except DataError as error:
-        raise DataError(f"subject {record.subject_id!r}: {error}") from error
-    label = preprocess_label(source, image)
-    parts = label_fractions(source, image) if fractions else None
-    if crop and settings.crop_margin_mm is not None:
-        image, label, box = crop_to_label(image, label, settings.crop_margin_mm)
-        if parts is not None:
-            parts = parts[box[0]:box[3], box[1]:box[4], box[2]:box[5]]
+    loaded = load_preprocessed(record, settings, crop=crop, fractions=fractions)
+    image, label, parts = loaded.image, loaded.label, loaded.fractions
+    assert label is not None  # require_label: read_label raised otherwise
     image_data, affine = tio.io.sitk_to_nib(image)
     label_data, _ = tio.io.sitk_to_nib(label)
     images: dict[str, tio.Image] = {

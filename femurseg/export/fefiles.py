@@ -27,7 +27,6 @@ Examples
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from femurseg.atomic import atomic_write_text
+from femurseg.atomic import atomic_write_csv, atomic_write_text
 from femurseg.export.fe import ElementType, FEMesh, element_volumes, voxel_mesh
 from femurseg.export.frames import FRAME_NAMES, Frame, check_frame
 from femurseg.export.materials import LAWS, Materials, bin_materials
@@ -130,16 +129,16 @@ def write_inp(path: str | os.PathLike[str], mesh: FEMesh, material: np.ndarray, 
 def write_materials_csv(path: str | os.PathLike[str], materials: Materials, region: np.ndarray, poisson: float,
                         law: str) -> Path:
     """Write ``materials.csv``: one row per material."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["material", "density_min_mg_cm3", "density_max_mg_cm3", "density_mean_mg_cm3", "modulus_mpa",
-                     "poisson", "elements", "cortical_fraction", "law"])
+    columns = ["material", "density_min_mg_cm3", "density_max_mg_cm3", "density_mean_mg_cm3", "modulus_mpa",
+               "poisson", "elements", "cortical_fraction", "law"]
+    rows = []
     for m in range(len(materials.modulus_mpa)):
         members = materials.element_material == m
-        writer.writerow([f"MAT{m + 1:03d}", f"{materials.bounds_mg_cm3[m, 0]:.3f}", f"{materials.bounds_mg_cm3[m, 1]:.3f}",
-                         f"{materials.density_mg_cm3[m]:.3f}", f"{materials.modulus_mpa[m]:.6g}", poisson,
-                         int(materials.count[m]), f"{float((region[members] == CORTICAL).mean()):.4f}", law])
-    return atomic_write_text(path, buffer.getvalue())
+        values = [f"MAT{m + 1:03d}", f"{materials.bounds_mg_cm3[m, 0]:.3f}", f"{materials.bounds_mg_cm3[m, 1]:.3f}",
+                  f"{materials.density_mg_cm3[m]:.3f}", f"{materials.modulus_mpa[m]:.6g}", poisson,
+                  int(materials.count[m]), f"{float((region[members] == CORTICAL).mean()):.4f}", law]
+        rows.append(dict(zip(columns, values)))
+    return atomic_write_csv(path, rows, columns)
 
 
 def _homogeneous(mesh: FEMesh, settings: FESettings) -> Materials:

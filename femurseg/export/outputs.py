@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from femurseg.atomic import atomic_write_text
+from femurseg.atomic import atomic_write_json
 from femurseg.errors import DataError
 from femurseg.export.fefiles import FE_FORMATS, FESettings, export_fe
 from femurseg.export.meshes import MESH_FORMATS, MeshSettings, export_meshes
@@ -182,5 +182,5 @@ def export_outputs(
         report["fe"] = export_fe(label, output, request.fe, request.fe_settings, density=density,
                                  hu_to_density=request.hu_to_density, image=image, source=source)
     if write_report:
-        atomic_write_text(output / EXPORT_REPORT_FILE, json.dumps(report, indent=1, allow_nan=False) + "\n")
+        atomic_write_json(output / EXPORT_REPORT_FILE, report, indent=1)
     return report
