@@ -24,8 +24,8 @@ import SimpleITK as sitk
 
 from femurseg.analysis import analyze
 from femurseg.data.synthetic import generate_subject
-from femurseg.data.synthetic_femur import FemurGeometry, FemurParams
-from femurseg.data.synthetic_scanner import rotation_matrix
+from femurseg.data.synthetic.femur import FemurGeometry, FemurParams
+from femurseg.data.synthetic.scanner import rotation_matrix
 
 
 def true_axes(meta: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -27,8 +27,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from femurseg.data.synthetic import PRESETS, generate_subject
-from femurseg.data.synthetic_femur import REGIONS
-from femurseg.data.synthetic_measure import cortical_thickness, head_radius, tissue_hu
+from femurseg.data.synthetic.femur import REGIONS
+from femurseg.data.synthetic.measure import cortical_thickness, head_radius, tissue_hu
 
 PUBLISHED = {
     "fat": "-120 to -80", "muscle": "35 to 65", "air": "-1000", "cortical": "700 to 1800",

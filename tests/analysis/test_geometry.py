@@ -11,9 +11,9 @@ import SimpleITK as sitk
 from femurseg.analysis import analyze
 from femurseg.analysis.geometry import hip_geometry
 from femurseg.analysis.regions import REGION_LABELS, region_map
-from femurseg.data.synthetic_femur import REGIONS, FemurGeometry, FemurParams
-from femurseg.data.synthetic_measure import region_map as true_regions
-from femurseg.data.synthetic_scanner import rotation_matrix
+from femurseg.data.synthetic.femur import REGIONS, FemurGeometry, FemurParams
+from femurseg.data.synthetic.measure import region_map as true_regions
+from femurseg.data.synthetic.scanner import rotation_matrix
 from femurseg.errors import AnalysisError
 
 

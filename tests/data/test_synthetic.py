@@ -148,7 +148,7 @@ def test_rods_at_stated_hu(scan_case: SyntheticCase) -> None:
 
 
 def test_cortical_thickness_by_region() -> None:
-    from femurseg.data.synthetic_measure import cortical_thickness, head_radius
+    from femurseg.data.synthetic.measure import cortical_thickness, head_radius
 
     fine = replace(PRESETS["quick"], name="fine", field="hip", inplane=(1.0, 1.0), slices=(1.0,), min_cortex_voxels=0.0)
     case = generate_subject(2, preset=fine)

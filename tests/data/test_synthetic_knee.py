@@ -1,4 +1,4 @@
-"""Tests of the knee end of the synthetic femur (femurseg.data.synthetic_knee) and its fields of view."""
+"""Tests of the knee end of the synthetic femur (femurseg.data.synthetic.knee) and its fields of view."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from femurseg.data.synthetic import PRESETS, Tissue, generate_subject
-from femurseg.data.synthetic_femur import FemurGeometry
-from femurseg.data.synthetic_preset import SynthPreset
-from femurseg.data.synthetic_render import sample_subject
+from femurseg.data.synthetic.femur import FemurGeometry
+from femurseg.data.synthetic.preset import SynthPreset
+from femurseg.data.synthetic.render import sample_subject
 
 # Coarse voxels and every scan a knee-level field of view, so that a test renders in seconds.
 KNEE_COARSE = replace(PRESETS["transfer_knee"], name="knee_coarse", inplane=(2.5, 2.5), slices=(2.5,), knee=1.0)

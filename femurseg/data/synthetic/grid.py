@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from femurseg.data.synthetic_sdf import Points
+from femurseg.data.synthetic.sdf import Points
 
 __all__ = ["Grid", "Box", "banded"]
 

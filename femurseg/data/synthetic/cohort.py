@@ -7,12 +7,12 @@ patient table and a calibration phantom with K2HPO4 rods, rendered with
 partial volume, blur, correlated noise and scanner gain/offset. Everything is
 drawn from one seed, so the same seed gives the same files byte for byte.
 
-Modules: anatomy in :mod:`~femurseg.data.synthetic_femur` and
-:mod:`~femurseg.data.synthetic_pelvis`, soft tissues and phantom in
-:mod:`~femurseg.data.synthetic_body`, intensities in
-:mod:`~femurseg.data.synthetic_tissues`, acquisition in
-:mod:`~femurseg.data.synthetic_scanner`, assembly in
-:mod:`~femurseg.data.synthetic_render`. See ``docs/synthetic.md``.
+Modules: anatomy in :mod:`~femurseg.data.synthetic.femur` and
+:mod:`~femurseg.data.synthetic.pelvis`, soft tissues and phantom in
+:mod:`~femurseg.data.synthetic.body`, intensities in
+:mod:`~femurseg.data.synthetic.tissues`, acquisition in
+:mod:`~femurseg.data.synthetic.scanner`, assembly in
+:mod:`~femurseg.data.synthetic.render`. See ``docs/synthetic.md``.
 
 Examples
 --------
@@ -39,9 +39,9 @@ import SimpleITK as sitk
 
 from femurseg.atomic import atomic_write_bytes
 from femurseg.data.manifest import ManifestRecord, write_manifest
-from femurseg.data.synthetic_body import ROD_DENSITIES, Tissue
-from femurseg.data.synthetic_preset import PRESETS, SynthPreset
-from femurseg.data.synthetic_render import Rendered, render, sample_subject
+from femurseg.data.synthetic.body import ROD_DENSITIES, Tissue
+from femurseg.data.synthetic.preset import PRESETS, SynthPreset
+from femurseg.data.synthetic.render import Rendered, render, sample_subject
 
 __all__ = ["SyntheticCase", "SynthPreset", "PRESETS", "GENERATOR_VERSION", "generate_subject", "write_cohort", "Tissue"]
 

@@ -5,7 +5,7 @@ arrays ``(x, y, z)`` in millimetres and returns the signed distance (negative
 inside) with the broadcast shape. Shapes are combined with the polynomial
 smooth minimum of Quilez, which blends surfaces without seams; the blended field
 is no longer an exact distance, so callers that need one divide by the gradient
-norm (:func:`femurseg.data.synthetic_grid.banded` does).
+norm (:func:`femurseg.data.synthetic.grid.banded` does).
 
 Examples
 --------

@@ -42,7 +42,7 @@ class SynthPreset:
         Probability that a scan is a knee-level field of view: the distal femur
         (metaphysis and condyles) with the patella, the tibial plateau and the
         fibular head (labelled background) in a leg that narrows to the knee.
-        When above 0 every subject has a knee (:mod:`femurseg.data.synthetic_knee`)
+        When above 0 every subject has a knee (:mod:`femurseg.data.synthetic.knee`)
         and thigh fields of view may reach it; 0 keeps the rounded shaft end and
         the files of the presets that predate it unchanged.
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from femurseg.data.synthetic_scanner import fill_fraction
-from femurseg.data.synthetic_sdf import Points, ellipsoid
-from femurseg.data.synthetic_tissues import TissueParams
+from femurseg.data.synthetic.scanner import fill_fraction
+from femurseg.data.synthetic.sdf import Points, ellipsoid
+from femurseg.data.synthetic.tissues import TissueParams
 
 __all__ = ["BodyParams", "PhantomParams", "Leg", "sample_body", "sample_phantom", "Tissue",
            "body_distance", "fat_thickness", "septa", "phantom_fields", "soft_tissue", "ROD_DENSITIES"]

@@ -13,10 +13,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from femurseg.data.synthetic_body import Tissue
-from femurseg.data.synthetic_femur import REGIONS, FemurGeometry, FemurParams
-from femurseg.data.synthetic_grid import Grid
-from femurseg.data.synthetic_scanner import rotation_matrix
+from femurseg.data.synthetic.body import Tissue
+from femurseg.data.synthetic.femur import REGIONS, FemurGeometry, FemurParams
+from femurseg.data.synthetic.grid import Grid
+from femurseg.data.synthetic.scanner import rotation_matrix
 
 if TYPE_CHECKING:
     from femurseg.data.synthetic import SyntheticCase

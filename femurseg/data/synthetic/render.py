@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from femurseg.data.synthetic_body import (
+from femurseg.data.synthetic.body import (
     ROD_DENSITIES,
     BodyParams,
     Leg,
@@ -24,12 +24,12 @@ from femurseg.data.synthetic_body import (
     sample_phantom,
     soft_tissue,
 )
-from femurseg.data.synthetic_grid import Box, Grid, banded
-from femurseg.data.synthetic_femur import FemurGeometry, FemurParams, sample_femur
-from femurseg.data.synthetic_knee import KneeParams, sample_knee
-from femurseg.data.synthetic_pelvis import PelvisGeometry, PelvisParams, sample_pelvis
-from femurseg.data.synthetic_preset import SynthPreset
-from femurseg.data.synthetic_scanner import (
+from femurseg.data.synthetic.grid import Box, Grid, banded
+from femurseg.data.synthetic.femur import FemurGeometry, FemurParams, sample_femur
+from femurseg.data.synthetic.knee import KneeParams, sample_knee
+from femurseg.data.synthetic.pelvis import PelvisGeometry, PelvisParams, sample_pelvis
+from femurseg.data.synthetic.preset import SynthPreset
+from femurseg.data.synthetic.scanner import (
     ScannerParams,
     blur,
     correlated_noise,
@@ -37,7 +37,7 @@ from femurseg.data.synthetic_scanner import (
     rotation_matrix,
     sample_scanner,
 )
-from femurseg.data.synthetic_tissues import TissueParams, sample_tissues, trabecular_texture
+from femurseg.data.synthetic.tissues import TissueParams, sample_tissues, trabecular_texture
 
 __all__ = ["SubjectParams", "Rendered", "sample_subject", "render"]
 
@@ -182,7 +182,7 @@ def render(params: SubjectParams, preset: SynthPreset) -> Rendered:
     -------
     Rendered
         HU before quantisation (float32), label (uint8 0/1/2), tissue codes
-        (:class:`~femurseg.data.synthetic_body.Tissue`), grid and rod centres.
+        (:class:`~femurseg.data.synthetic.body.Tissue`), grid and rod centres.
     """
     sc, t = params.scanner, params.tissues
     min_cortex = preset.min_cortex_voxels * float(max(sc.spacing))

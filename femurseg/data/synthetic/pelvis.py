@@ -1,6 +1,6 @@
 """Implicit-surface model of the left hemipelvis next to the hip joint.
 
-Same patient frame as :mod:`femurseg.data.synthetic_femur` (femoral head centre
+Same patient frame as :mod:`femurseg.data.synthetic.femur` (femoral head centre
 at the origin, LPS). The acetabulum is a thick cup around the head, open
 laterally, inferiorly and anteriorly, separated from the head by the joint
 space; the supra-acetabular ilium rises above it, the ischium runs down and
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from femurseg.data.synthetic_sdf import Points, ellipsoid, round_cone, smooth_union, sphere, unit
+from femurseg.data.synthetic.sdf import Points, ellipsoid, round_cone, smooth_union, sphere, unit
 
 __all__ = ["PelvisParams", "PelvisGeometry", "sample_pelvis"]
 

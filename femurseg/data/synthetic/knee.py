@@ -5,7 +5,7 @@ metaphysis and ends in two condyles (a trochlear groove in front, the
 intercondylar notch behind) with the patella in front of it and the tibial
 plateau and fibular head below. A network trained without them has never seen
 a femur that is wider than the shaft, and calls the condyles background. This
-module adds them to the femur frame of :mod:`femurseg.data.synthetic_femur`
+module adds them to the femur frame of :mod:`femurseg.data.synthetic.femur`
 (``x`` lateral for a left hip, ``y`` posterior, ``z`` superior), at
 ``knee_centre``, the lowest point between the condyles.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from femurseg.data.synthetic_sdf import Points, ellipsoid, round_cone, smooth_subtract, smooth_union, sphere
+from femurseg.data.synthetic.sdf import Points, ellipsoid, round_cone, smooth_subtract, smooth_union, sphere
 
 __all__ = ["KneeParams", "KneeGeometry", "sample_knee"]
 
@@ -80,7 +80,7 @@ class KneeGeometry:
         The sampled knee.
     junction, shaft_dir, shaft_radius
         The femur's neck-shaft junction, distal shaft direction and shaft radius
-        (:class:`~femurseg.data.synthetic_femur.FemurGeometry`).
+        (:class:`~femurseg.data.synthetic.femur.FemurGeometry`).
     """
 
     def __init__(self, params: KneeParams, junction: np.ndarray, shaft_dir: np.ndarray, shaft_radius: float) -> None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from femurseg.data.synthetic_knee import KneeGeometry, KneeParams
-from femurseg.data.synthetic_sdf import (
+from femurseg.data.synthetic.knee import KneeGeometry, KneeParams
+from femurseg.data.synthetic.sdf import (
     Points,
     ellipsoid,
     elliptic_tube,
@@ -116,7 +116,7 @@ class FemurGeometry:
         Lower bound (mm) of the cortical thickness, so that coarse grids can
         show the cortex; 0 keeps the anatomical values.
     knee
-        The distal end (condyles, :mod:`femurseg.data.synthetic_knee`); without
+        The distal end (condyles, :mod:`femurseg.data.synthetic.knee`); without
         it the shaft ends in a rounded cap 420 mm below the neck-shaft junction,
         below any field of view of the presets that have no knee.
     """
