@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from femurseg.voxels import as_triple
 
-__all__ = ["sliding_window_inference", "importance_map", "window_starts", "tiling_starts", "SparseWindows", "Blend",
+__all__ = ["SlidingWindowInferer", "WindowPlan", "sliding_window_inference", "importance_map", "window_starts", "tiling_starts", "SparseWindows", "Blend",
            "Precision"]
 
 Blend = Literal["gaussian", "hann", "constant"]
@@ -160,6 +160,200 @@ def tiling_starts(starts: Sequence[int], patch: int) -> list[int]:
     return kept
 
 
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where the windows of one volume go.
+
+    Attributes
+    ----------
+    padding
+        Voxels added per axis ``(D, H, W)`` so that the volume holds at least one window
+        (split symmetrically, as MONAI does).
+    padded
+        The padded volume's size.
+    passes
+        Window starts per pass: one pass with every window, or (coarse to fine) the
+        non-overlapping tiling first and the other windows second.
+    """
+
+    padding: tuple[int, int, int]
+    padded: tuple[int, int, int]
+    passes: list[list[tuple[int, ...]]]
+
+
+class _Blend:
+    """The weighted sum and weight sum of the windows of one volume (``C_out + 1`` accumulators)."""
+
+    def __init__(self, image: torch.Tensor, padded: tuple[int, ...], weights: torch.Tensor,
+                 dtype: torch.dtype, constant: torch.Tensor | None) -> None:
+        self.image, self.padded, self.weights, self.dtype, self.constant = image, padded, weights, dtype, constant
+        self.accumulated_weights = weights.to(dtype)
+        self.weight_sum = torch.zeros((image.shape[0], 1, *padded), dtype=dtype, device=image.device)
+        self.output: torch.Tensor | None = None
+
+    def add(self, b: int, chunk: list[tuple[int, ...]], results: list[torch.Tensor | None],
+            patch: tuple[int, int, int]) -> None:
+        if self.output is None:
+            channels = next((r.shape[0] for r in results if r is not None), None) or len(self.constant)  # type: ignore[arg-type]
+            self.output = torch.zeros((self.image.shape[0], channels, *self.padded), dtype=self.dtype,
+                                      device=self.image.device)
+        for s, result in zip(chunk, results):
+            if result is None:
+                continue
+            self.output[(b, slice(None), *_window(s, patch))] += (result * self.weights).to(self.dtype)
+            self.weight_sum[(b, 0, *_window(s, patch))] += self.accumulated_weights
+
+    def result(self) -> torch.Tensor:
+        """Normalise in place; voxels no evaluated window covers get the constant."""
+        output = self.output
+        assert output is not None
+        output.div_(self.weight_sum)
+        if self.constant is not None:
+            uncovered = self.weight_sum[:, 0] == 0  # every window over these voxels was skipped
+            if bool(uncovered.any()):
+                for c, value in enumerate(self.constant.flatten().tolist()):
+                    output[:, c].masked_fill_(uncovered, value)
+        return output
+
+
+@dataclass(frozen=True)
+class SlidingWindowInferer:
+    """Sliding-window inference configured once and applied to ``(volume, network)`` pairs.
+
+    Modelled on MONAI's ``SlidingWindowInferer``: validation
+    (:mod:`femurseg.models.module`) and ``femurseg segment`` (:mod:`femurseg.inference`)
+    run the same object, so validation Dice is measured the way users predict. The
+    parameters are those of :func:`sliding_window_inference`, which builds one.
+
+    Examples
+    --------
+    >>> inferer = SlidingWindowInferer(16, overlap=0.5, activation="softmax")
+    >>> inferer(torch.randn(1, 1, 20, 20, 20), torch.nn.Conv3d(1, 2, 3, padding=1)).shape
+    torch.Size([1, 2, 20, 20, 20])
+    """
+
+    patch_size: int | Sequence[int]
+    overlap: float | Sequence[float] = 0.5
+    blend: Blend = "gaussian"
+    batch_size: int = 4
+    sigma_scale: float = 0.125
+    activation: Activation = None
+    precision: Precision = "fp32"
+    accumulator_dtype: torch.dtype = torch.float32
+    pad_value: float = 0.0
+    pad_mode: Literal["constant", "replicate"] = "constant"
+    device: torch.device | str | None = None
+    skip: Callable[[torch.Tensor], torch.Tensor] | None = None
+    skip_value: Sequence[float] | None = None
+    sparse: SparseWindows | None = None
+
+    def __post_init__(self) -> None:
+        overlap = self.overlap
+        overlaps = (float(overlap),) * 3 if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
+        if len(overlaps) != 3 or any(not 0 <= o < 1 for o in overlaps):
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if self.pad_mode not in ("constant", "replicate"):
+            raise ValueError(f"unknown pad_mode {self.pad_mode!r}; valid: constant, replicate")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {self.precision!r}; valid: fp32, bf16")
+        if (self.skip is not None or self.sparse is not None) and self.skip_value is None:
+            raise ValueError("skip and sparse need skip_value: the output of a window that is not evaluated")
+        _activation(self.activation)  # an unknown activation fails here, not at the first window
+        object.__setattr__(self, "_patch", as_triple(self.patch_size, "patch_size"))
+        object.__setattr__(self, "_overlaps", overlaps)
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, spatial: Sequence[int]) -> WindowPlan:
+        """Padding, padded size and the window starts of each pass for a volume of size ``spatial``."""
+        patch, overlaps = self._patch, self._overlaps  # type: ignore[attr-defined]
+        padding = tuple(max(p - int(s), 0) for p, s in zip(patch, spatial))
+        padded = tuple(int(s) + p for s, p in zip(spatial, padding))
+        per_axis = [window_starts(s, p, o) for s, p, o in zip(padded, patch, overlaps)]
+        starts = list(itertools.product(*per_axis))
+        if self.sparse is None:
+            passes = [starts]
+        else:
+            anchors = set(itertools.product(*(tiling_starts(a, p) for a, p in zip(per_axis, patch))))
+            passes = [[s for s in starts if s in anchors], [s for s in starts if s not in anchors]]
+        return WindowPlan(padding, padded, passes)  # type: ignore[arg-type]
+
+    def _pad(self, image: torch.Tensor, padding: Sequence[int]) -> torch.Tensor:
+        if not any(padding):
+            return image
+        pad_arg = [v for p in reversed(padding) for v in (p // 2, p - p // 2)]
+        if self.pad_mode == "replicate":
+            return F.pad(image, pad_arg, mode="replicate")
+        return F.pad(image, pad_arg, mode="constant", value=self.pad_value)
+
+    # ------------------------------------------------------------------ running
+    def __call__(
+        self,
+        image: torch.Tensor,
+        network: Callable[[torch.Tensor], torch.Tensor | Sequence[torch.Tensor]],
+        counter: list[int] | None = None,
+    ) -> torch.Tensor:
+        """Probabilities (or outputs) of ``network`` over ``image`` ``(B, C_in, D, H, W)``.
+
+        Returns ``(B, C_out, D, H, W)`` in ``accumulator_dtype`` on the image's device; the
+        number of windows the network evaluated is appended to ``counter`` if given.
+        """
+        if image.ndim != 5:
+            raise ValueError(f"image must be (B, C, D, H, W), got shape {tuple(image.shape)}")
+        spatial = tuple(int(s) for s in image.shape[2:])
+        patch: tuple[int, int, int] = self._patch  # type: ignore[attr-defined]
+        plan = self.plan(spatial)
+        image = self._pad(image, plan.padding)
+        constant = None if self.skip_value is None else torch.tensor(
+            list(self.skip_value), dtype=torch.float32, device=image.device).view(-1, 1, 1, 1)
+        blend = _Blend(image, plan.padded, importance_map(patch, self.blend, self.sigma_scale).to(image.device),
+                       self.accumulator_dtype, constant)
+        evaluated = 0
+        with torch.no_grad():
+            for b in range(image.shape[0]):
+                evaluated += self._passes(image, network, b, plan, blend)
+        if counter is not None:
+            counter.append(evaluated)
+        output = blend.result()
+        if any(plan.padding):
+            crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(plan.padding, spatial))
+            output = output[(slice(None), slice(None), *crop)]
+        return output
+
+    def _passes(self, image: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor | Sequence[torch.Tensor]],
+                b: int, plan: WindowPlan, blend: _Blend) -> int:
+        """Evaluate the windows of batch item ``b`` pass by pass; returns how many the network ran."""
+        patch: tuple[int, int, int] = self._patch  # type: ignore[attr-defined]
+        sparse, skip = self.sparse, self.skip
+        run_device = torch.device(self.device) if self.device is not None else image.device
+        autocast = (torch.autocast(run_device.type, dtype=torch.bfloat16) if self.precision == "bf16"
+                    else contextlib.nullcontext())
+        activate = _activation(self.activation)
+        roi = torch.zeros(plan.padded, dtype=torch.bool, device=image.device) if sparse is not None else None
+        evaluated = 0
+        for index, selected in enumerate(plan.passes):
+            if index == 1:  # refinement: only windows that touch the first pass's foreground
+                assert roi is not None and sparse is not None
+                selected = [s for s in selected if bool(roi[sparse.core_of(s, patch)].any())]
+            for chunk in _chunks(selected, self.batch_size):
+                patches = torch.stack([image[b][(slice(None), *_window(s, patch))] for s in chunk])
+                skipped = [False] * len(chunk) if skip is None else [bool(v) for v in skip(patches)]
+                keep = [i for i, flag in enumerate(skipped) if not flag]
+                run = patches if len(keep) == len(chunk) else patches[keep]
+                result = _run(network, run.to(run_device), autocast, activate).to(image.device) if keep else None
+                evaluated += len(keep)
+                computed = iter(result) if result is not None else iter(())
+                results = [None if flag else next(computed) for flag in skipped]
+                if roi is not None and index == 0:
+                    assert sparse is not None
+                    for s, r in zip(chunk, results):
+                        if r is not None:
+                            roi[_window(s, patch)] |= r[sparse.channel] >= sparse.threshold
+                blend.add(b, chunk, results, patch)
+        return evaluated
+
+
 def sliding_window_inference(
     image: torch.Tensor,
     network: Callable[[torch.Tensor], torch.Tensor | Sequence[torch.Tensor]],
@@ -242,99 +436,11 @@ def sliding_window_inference(
     ValueError
         If the image is not 5D, the overlap is outside ``[0, 1)`` or an argument is unknown.
     """
-    if image.ndim != 5:
-        raise ValueError(f"image must be (B, C, D, H, W), got shape {tuple(image.shape)}")
-    spatial = tuple(int(s) for s in image.shape[2:])
-    patch = as_triple(patch_size, "patch_size")
-    overlaps = (float(overlap),) * 3 if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
-    if len(overlaps) != 3 or any(not 0 <= o < 1 for o in overlaps):
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    if pad_mode not in ("constant", "replicate"):
-        raise ValueError(f"unknown pad_mode {pad_mode!r}; valid: constant, replicate")
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16")
-    run_device = torch.device(device) if device is not None else image.device
-    activate = _activation(activation)
-    if (skip is not None or sparse is not None) and skip_value is None:
-        raise ValueError("skip and sparse need skip_value: the output of a window that is not evaluated")
-    constant = None if skip_value is None else torch.tensor(list(skip_value), dtype=torch.float32,
-                                                             device=image.device).view(-1, 1, 1, 1)
-
-    # pad to at least one window (MONAI's symmetric split), remember the crop
-    padding = [max(p - s, 0) for p, s in zip(patch, spatial)]
-    if any(padding):
-        pad_arg = [v for p in reversed(padding) for v in (p // 2, p - p // 2)]
-        if pad_mode == "replicate":
-            image = F.pad(image, pad_arg, mode="replicate")
-        else:
-            image = F.pad(image, pad_arg, mode="constant", value=pad_value)
-    padded = tuple(int(s) for s in image.shape[2:])
-    starts = list(itertools.product(*(window_starts(s, p, o) for s, p, o in zip(padded, patch, overlaps))))
-    weights = importance_map(patch, blend, sigma_scale).to(image.device)
-    accumulated_weights = weights.to(accumulator_dtype)
-
-    weight_sum = torch.zeros((image.shape[0], 1, *padded), dtype=accumulator_dtype, device=image.device)
-
-    autocast = (
-        torch.autocast(run_device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    )
-    if sparse is None:
-        passes = [starts]
-    else:
-        anchors = set(itertools.product(*(tiling_starts(window_starts(s, p, o), p)
-                                          for s, p, o in zip(padded, patch, overlaps))))
-        passes = [[s for s in starts if s in anchors], [s for s in starts if s not in anchors]]
-    output: torch.Tensor | None = None
-    evaluated = 0
-
-    def accumulate(b: int, chunk: list[tuple[int, ...]], results: list[torch.Tensor | None]) -> None:
-        nonlocal output
-        if output is None:
-            channels = next((r.shape[0] for r in results if r is not None), None) or len(constant)  # type: ignore[arg-type]
-            output = torch.zeros((image.shape[0], channels, *padded), dtype=accumulator_dtype, device=image.device)
-        for s, result in zip(chunk, results):
-            if result is None:
-                continue
-            output[(b, slice(None), *_window(s, patch))] += (result * weights).to(accumulator_dtype)
-            weight_sum[(b, 0, *_window(s, patch))] += accumulated_weights
-
-    with torch.no_grad():
-        for b in range(image.shape[0]):
-            roi = torch.zeros(padded, dtype=torch.bool, device=image.device) if sparse is not None else None
-            for index, selected in enumerate(passes):
-                if index == 1:  # refinement: only windows that touch the first pass's foreground
-                    assert roi is not None
-                    touched = [bool(roi[sparse.core_of(s, patch)].any()) for s in selected]  # type: ignore[union-attr]
-                    selected = [s for s, t in zip(selected, touched) if t]
-                for chunk in _chunks(selected, batch_size):
-                    patches = torch.stack([image[b][(slice(None), *_window(s, patch))] for s in chunk])
-                    skipped = [False] * len(chunk) if skip is None else [bool(v) for v in skip(patches)]
-                    keep = [i for i, flag in enumerate(skipped) if not flag]
-                    run = patches if len(keep) == len(chunk) else patches[keep]
-                    result = _run(network, run.to(run_device), autocast, activate).to(image.device) if keep else None
-                    evaluated += len(keep)
-                    computed = iter(result) if result is not None else iter(())
-                    results = [None if flag else next(computed) for flag in skipped]
-                    if roi is not None and index == 0:
-                        for s, r in zip(chunk, results):
-                            if r is not None:
-                                roi[_window(s, patch)] |= r[sparse.channel] >= sparse.threshold  # type: ignore[union-attr]
-                    accumulate(b, chunk, results)
-    if counter is not None:
-        counter.append(evaluated)
-    assert output is not None
-    output.div_(weight_sum)
-    if constant is not None:
-        uncovered = weight_sum[:, 0] == 0  # every window over these voxels was skipped
-        if bool(uncovered.any()):
-            for c, value in enumerate(constant.flatten().tolist()):
-                output[:, c].masked_fill_(uncovered, value)
-    if any(padding):
-        crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(padding, spatial))
-        output = output[(slice(None), slice(None), *crop)]
-    return output
+    inferer = SlidingWindowInferer(
+        patch_size, overlap, blend, batch_size, sigma_scale=sigma_scale, activation=activation,
+        precision=precision, accumulator_dtype=accumulator_dtype, pad_value=pad_value, pad_mode=pad_mode,
+        device=device, skip=skip, skip_value=skip_value, sparse=sparse)
+    return inferer(image, network, counter=counter)
 
 
 def _run(

@@ -231,3 +231,35 @@ def test_a_scan_shorter_than_the_window_is_padded_by_the_mode(mode):
     assert torch.equal(window[..., 4:12], image[0, 0, :16, :16, :])
     with pytest.raises(ValueError, match="pad_mode"):
         sliding_window_inference(image, network, 16, pad_mode="reflect")
+
+
+def test_inferer_object_matches_the_function_and_plans_the_passes():
+    from femurseg.sliding import SlidingWindowInferer, SparseWindows
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 2, 3, padding=1)
+    image = torch.randn(2, 1, 20, 13, 26)
+    inferer = SlidingWindowInferer(8, overlap=0.5, activation="softmax", sparse=SparseWindows(channel=1, threshold=0.5),
+                                   skip_value=(1.0, 0.0))
+    counted: list[int] = []
+    got = inferer(image, net, counter=counted)
+    want = sliding_window_inference(image, net, 8, overlap=0.5, activation="softmax",
+                                    sparse=SparseWindows(channel=1, threshold=0.5), skip_value=(1.0, 0.0))
+    assert torch.equal(got, want)
+    plan = inferer.plan((20, 13, 26))
+    assert plan.padding == (0, 0, 0) and plan.padded == (20, 13, 26)
+    first, second = plan.passes
+    assert len(first) + len(second) == np.prod([len(window_starts(n, 8, 0.5)) for n in (20, 13, 26)])
+    assert set(first) == {(a, b, c) for a in tiling_starts(window_starts(20, 8, 0.5), 8)
+                          for b in tiling_starts(window_starts(13, 8, 0.5), 8)
+                          for c in tiling_starts(window_starts(26, 8, 0.5), 8)}
+    assert set(first).isdisjoint(second)
+    assert 2 * len(first) <= counted[0] <= 2 * (len(first) + len(second))  # two volumes; the first pass always runs
+    padded = SlidingWindowInferer((16, 16, 16)).plan((10, 20, 16))
+    assert padded.padding == (6, 0, 0) and padded.padded == (16, 20, 16)
+    with pytest.raises(ValueError, match="overlap"):
+        SlidingWindowInferer(8, overlap=1.0)
+    with pytest.raises(ValueError, match="skip_value"):
+        SlidingWindowInferer(8, sparse=SparseWindows(channel=0))
+    with pytest.raises(ValueError, match="activation"):
+        SlidingWindowInferer(8, activation="relu")  # type: ignore[arg-type]
