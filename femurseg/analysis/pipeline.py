@@ -33,6 +33,7 @@ from femurseg.analysis.geometry import hip_geometry
 from femurseg.analysis.qc import render_analysis_qc
 from femurseg.analysis.regions import REGION_LABELS, TOTAL_HIP, region_map
 from femurseg.analysis.sides import check_inputs, split_femora
+from femurseg.analysis.profile_fit import ProfileFitSettings
 from femurseg.analysis.thickness import cortical_thickness, merge_surfaces
 from femurseg.atomic import atomic_path, atomic_write_csv, atomic_write_json
 from femurseg.errors import AnalysisError
@@ -71,6 +72,9 @@ class AnalysisSettings:
         Calibration quality gates.
     thickness
         Measure the cortical thickness map (``thickness.vtp``, per-region statistics).
+    profile_fit
+        With ``thickness``, also measure the thickness by a model fit of the CT profile
+        (cortical bone mapping, :mod:`femurseg.analysis.profile_fit`); ``None`` skips it.
     dxa
         DXA-equivalent areal BMD of the neck and total hip.
     qc
@@ -86,6 +90,7 @@ class AnalysisSettings:
     internal: bool = False
     gates: CalibrationGates = field(default_factory=CalibrationGates)
     thickness: bool = True
+    profile_fit: ProfileFitSettings | None = field(default_factory=ProfileFitSettings)
     dxa: bool = True
     qc: bool = True
 
@@ -224,8 +229,17 @@ def analyze(image: sitk.Image | str | os.PathLike[str], label: sitk.Image | str 
         else:
             pictures.append({"landmarks": marks})
         if settings.thickness:
-            surface = cortical_thickness(part, image, own)
+            surface = cortical_thickness(part, image, own, settings.profile_fit)
             entry["thickness"] = surface.summary()
+            if surface.fit is not None:
+                fit = surface.fit
+                entry["thickness_profile_fit"] = {
+                    **surface.summary("profile_fit"),
+                    "model": {"cortical_hu": _finite(fit.cortical_hu), "sigma_mm": _finite(fit.sigma_mm),
+                              "estimated_from_vertices": fit.estimated_from}}
+                if not np.isfinite(fit.cortical_hu):
+                    warnings.append(f"{entry['side']} femur: no cortex of 3.5 mm or more to estimate the cortical HU "
+                                    "from; profile-fit thickness not measured (give --cortical-hu)")
             surfaces.append(surface)
         sides.append(entry)
     sides.sort(key=lambda e: e["side"] != "right")
@@ -260,6 +274,10 @@ def analyze(image: sitk.Image | str | os.PathLike[str], label: sitk.Image | str 
 GEOMETRY_COLUMNS = ("head_radius_mm", "neck_shaft_angle_deg", "neck_axis_length_mm", "min_neck_area_mm2")
 
 
+def _finite(value: float) -> float | None:
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
 def region_tables(rho: np.ndarray, part: np.ndarray, regions: np.ndarray, v: float,
                   hu: np.ndarray) -> dict[str, Any]:
     """Densitometry per hip region (and ``total_hip``) × compartment of one femur."""
@@ -285,6 +303,9 @@ def _summary_row(subject: str, line: CalibrationLine, report: dict[str, Any]) ->
             _flatten(row, f"{side['side']}_dxa_", side["dxa"])
         if "thickness" in side:
             _flatten(row, f"{side['side']}_thickness_", side["thickness"])
+        if "thickness_profile_fit" in side:
+            fitted = {k: v for k, v in side["thickness_profile_fit"].items() if k != "model"}
+            _flatten(row, f"{side['side']}_thickness_fit_", fitted)
     row["warnings"] = len(report["warnings"])
     return row
 

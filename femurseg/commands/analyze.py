@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     calibration.add_argument("--refuse-r2", type=float, default=0.90, help="refuse below this R² (default 0.90)")
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--no-thickness", action="store_true", help="skip the cortical thickness map")
+    outputs.add_argument("--no-profile-fit", action="store_true",
+                         help="thickness from the contours only, no model fit of the CT profiles")
+    outputs.add_argument("--cortical-hu", type=float, default=None,
+                         help="profile fit: the cortical bone's HU (default: estimated from thick cortex)")
+    outputs.add_argument("--blur-sigma-mm", type=float, default=None,
+                         help="profile fit: the scanner blur's Gaussian SD in mm (default: estimated from thick cortex)")
     outputs.add_argument("--no-dxa", action="store_true", help="skip the DXA-equivalent projection")
     outputs.add_argument("--no-qc", action="store_true", help="skip analysis_qc.png")
     return parser
@@ -66,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``femurseg analyze``; 0 on success, 2 on invalid input or a refused calibration."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from femurseg.analysis import AnalysisSettings, CalibrationGates, analyze
+    from femurseg.analysis.profile_fit import ProfileFitSettings
 
     phantom_scan = str(args.phantom_scan) if args.phantom_scan else None
     settings = AnalysisSettings(
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         phantom_scan=phantom_scan, given=tuple(args.calibration) if args.calibration else None,
         internal=args.phantomless, gates=CalibrationGates(warn_r2=args.warn_r2, refuse_r2=args.refuse_r2),
         thickness=not args.no_thickness, dxa=not args.no_dxa, qc=not args.no_qc,
+        profile_fit=None if args.no_profile_fit else ProfileFitSettings(cortical_hu=args.cortical_hu,
+                                                                         sigma_mm=args.blur_sigma_mm),
     )
     try:
         result = analyze(args.image, args.label, settings, subject=args.subject)

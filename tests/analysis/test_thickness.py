@@ -40,8 +40,12 @@ def test_phantom_thickness_by_region_and_vtp(quick_left, analysed, tmp_path):
     assert thickness["shaft"]["median_mm"] == pytest.approx(max(femur["cortex_shaft"], floor), rel=0.2)
     assert thickness["head"]["median_mm"] == pytest.approx(max(femur["cortex_head"], floor), rel=0.25)
     assert "left_thickness_shaft_median_mm" in result.summary
+    fitted = result.report["sides"][0]["thickness_profile_fit"]
+    assert fitted["model"]["estimated_from_vertices"] >= 20 and fitted["model"]["cortical_hu"] > 500
+    assert fitted["shaft"]["median_mm"] == pytest.approx(max(femur["cortex_shaft"], floor), rel=0.25)
+    assert "left_thickness_fit_shaft_median_mm" in result.summary
     result.write(tmp_path)
     root = ET.parse(tmp_path / "thickness.vtp").getroot()
     assert root.get("type") == "PolyData"
     names = {a.get("Name") for a in root.iter("DataArray")}
-    assert {"thickness_mm", "region"} <= names
+    assert {"thickness_mm", "thickness_fit_mm", "region"} <= names
