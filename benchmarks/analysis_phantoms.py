@@ -9,7 +9,9 @@ their true label maps, runs ``femurseg.analysis.analyze`` with default settings.
 prints the calibration error (slope %, intercept HU) against ``meta["calibration"]``, the vBMD and
 BMC error per compartment against the true line applied to the scan inside the same masks, the head
 centre error (mm), the neck and shaft axis errors (°, against the rendered neck tube's axis and the
-shaft cone's axis) and the neck-shaft angle error (°), and the run time; then a summary.
+shaft cone's axis), the neck-shaft angle error (°), the cortical thickness error (mm; contour
+distance and profile fit, median over the head, trochanter and shaft regions, against the generator's
+``cortex_head``, ``cortex_trochanter`` and ``cortex_shaft``) and the run time; then a summary.
 """
 
 from __future__ import annotations
@@ -69,6 +71,13 @@ def measure(seed: int, preset: str) -> dict[str, float | str]:
         row["neck_axis_error_deg"] = angle(np.asarray(marks["neck_axis"]), neck)
         row["shaft_axis_error_deg"] = angle(np.asarray(marks["shaft_axis"]), shaft)
         row["nsa_error_deg"] = marks["neck_shaft_angle_deg"] - angle(neck, -shaft)
+    side = result.report["sides"][0] if result.report["sides"] else {}
+    femur = case.meta["femur"]
+    for region, key in (("head", "cortex_head"), ("trochanter", "cortex_trochanter"), ("shaft", "cortex_shaft")):
+        for method, entry in (("contour", "thickness"), ("fit", "thickness_profile_fit")):
+            value = side.get(entry, {}).get(region, {}).get("median_mm")
+            if value is not None:
+                row[f"{region}_{method}_error_mm"] = value - femur[key]
     return row
 
 
@@ -93,7 +102,9 @@ def main() -> int:
     print(f"calibration within 1 % and 3 HU: {ok} of {len(rows)}")
     for key in ("slope_error_pct", "intercept_error_hu", "integral_vbmd_error_pct", "cortical_vbmd_error_pct",
                 "trabecular_vbmd_error_pct", "head_error_mm", "radius_error_mm", "neck_axis_error_deg",
-                "shaft_axis_error_deg", "nsa_error_deg", "seconds"):
+                "shaft_axis_error_deg", "nsa_error_deg", "head_contour_error_mm", "head_fit_error_mm",
+                "trochanter_contour_error_mm", "trochanter_fit_error_mm", "shaft_contour_error_mm",
+                "shaft_fit_error_mm", "seconds"):
         values = np.array([r[key] for r in rows if key in r], float)
         if values.size:
             print(f"{key}: mean {values.mean():+.3f}, max |.| {np.abs(values).max():.3f}, "
