@@ -5,8 +5,10 @@ Usage::
     python benchmarks/analysis_speed.py [--runs 3] [--seed 7000] [--append docs/benchmarks.md]
 
 The scan is a held-out full-preset phantom (its femur, pelvis, soft tissue and calibration
-phantom) resampled onto a 512×512×300 grid of 0.7×0.7×1.0 mm centred on it, air around
-(-1024 HU), with its true label map on the same grid; so the whole-volume steps (rod
+phantom) resampled onto a 512×512×300 grid centred on it: 0.7 mm in-plane (air around it,
+-1024 HU, as in a clinical field of view larger than the body) and its own z extent in 300
+slices (no air slices above or below, which no real scan has and which would hide the
+calibration phantom's along-z constancy), with its true label map on the same grid; so the whole-volume steps (rod
 search, density map, QC picture) see a clinical-size volume and the femur steps a real
 femur. Each run is a fresh process (`analyze` with default settings: phantom calibration,
 densitometry, geometry, regions, contour and profile-fit thickness, DXA, QC; outputs written
@@ -30,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 SHAPE_XYZ = (512, 512, 300)
-SPACING = (0.7, 0.7, 1.0)
+INPLANE = 0.7
 SECTION = "## Analysis of a 512×512×300 scan (benchmarks/analysis_speed.py, issue 18)"
 
 
@@ -38,12 +40,13 @@ def make_scan(seed: int, folder: Path) -> tuple[Path, Path]:
     from femurseg.data.synthetic import generate_subject
 
     case = generate_subject(seed, preset="full")
-    size = np.asarray(case.image.GetSize()) * np.asarray(case.image.GetSpacing())
-    centre = np.asarray(case.image.GetOrigin()) + size / 2.0
-    origin = centre - np.asarray(SHAPE_XYZ) * np.asarray(SPACING) / 2.0
+    spacing = np.array([INPLANE, INPLANE, (case.image.GetSize()[2] - 1) * case.image.GetSpacing()[2] / SHAPE_XYZ[2]])
+    first = np.asarray(case.image.GetOrigin())
+    centre = first + (np.asarray(case.image.GetSize()) - 1) * np.asarray(case.image.GetSpacing()) / 2.0
+    origin = centre - (np.asarray(SHAPE_XYZ) - 1) * spacing / 2.0
     reference = sitk.Image(SHAPE_XYZ, sitk.sitkInt16)
-    reference.SetSpacing(SPACING)
-    reference.SetOrigin(tuple(origin))
+    reference.SetSpacing(tuple(float(v) for v in spacing))
+    reference.SetOrigin(tuple(float(v) for v in origin))
     image = sitk.Resample(case.image, reference, sitk.Transform(), sitk.sitkLinear, -1024, sitk.sitkInt16)
     label = sitk.Resample(case.label, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     paths = folder / "scan.nii.gz", folder / "label.nii.gz"
@@ -94,7 +97,8 @@ def main() -> int:
             f"{len(__import__('os').sched_getaffinity(0))} logical CPUs, Python {platform.python_version()}, "
             f"torch {torch.__version__} (not used by the analysis).\n\n"
             f"Scan: full-preset phantom seed {args.seed} resampled onto {SHAPE_XYZ[0]}×{SHAPE_XYZ[1]}×{SHAPE_XYZ[2]} "
-            f"voxels of {SPACING[0]}×{SPACING[1]}×{SPACING[2]} mm, its true label map; `analyze` with default settings "
+            f"voxels ({INPLANE} mm in-plane, the phantom's z extent in {SHAPE_XYZ[2]} slices), its true label map; "
+            f"`analyze` with default settings "
             f"+ `write` (calibration {runs[0]['calibration']}, {runs[0]['thickness_fit_vertices']} profile-fit "
             "vertices), one fresh process per run.\n\n"
             "| runs | median s | min s | max s | peak RSS GiB |\n|---|---|---|---|---|\n"
