@@ -121,9 +121,9 @@ def _full_fit(x: np.ndarray, y: np.ndarray, t0: float) -> np.ndarray | None:
     return fit.x if fit.success else None
 
 
-def _scan_values(profiles: np.ndarray, x: np.ndarray, contour: np.ndarray, settings: ProfileFitSettings,
-                 inside_values: np.ndarray) -> tuple[float, float, int]:
-    """``(cortical_hu, sigma_mm, vertices used)``: given, estimated on thick cortex, or the fallback."""
+def _scan_values(profiles: np.ndarray, x: np.ndarray, contour: np.ndarray,
+                 settings: ProfileFitSettings) -> tuple[float, float, int]:
+    """``(cortical_hu, sigma_mm, vertices used)``: given, or estimated on thick cortex (NaN if neither)."""
     thick = np.flatnonzero(np.isfinite(contour) & (contour >= settings.thick_mm) & np.isfinite(profiles).all(axis=1))
     fits = []
     if settings.cortical_hu is None or settings.sigma_mm is None:
@@ -188,7 +188,7 @@ def fit_profiles(profiles: np.ndarray, x: np.ndarray, cortical_hu: float, sigma_
 
 def profile_thickness(volume: np.ndarray, to_index: Callable[[np.ndarray], np.ndarray], points: np.ndarray,
                       triangles: np.ndarray, inside: Callable[[np.ndarray], np.ndarray], contour: np.ndarray,
-                      inside_values: np.ndarray, fallback_sigma_mm: float,
+                      fallback_sigma_mm: float,
                       settings: ProfileFitSettings | None = None) -> ProfileFit:
     """Model-fit cortical thickness at every periosteal vertex.
 
@@ -204,8 +204,6 @@ def profile_thickness(volume: np.ndarray, to_index: Callable[[np.ndarray], np.nd
         Physical points → bool, inside the femur (orients the normals).
     contour
         The contour (distance) thickness per vertex, used to pick thick cortex.
-    inside_values
-        HU of the femur's voxels (the fallback for ``cortical_hu``).
     fallback_sigma_mm
         The blur used when it can be neither given nor estimated (no thick cortex).
     settings
@@ -214,7 +212,7 @@ def profile_thickness(volume: np.ndarray, to_index: Callable[[np.ndarray], np.nd
     settings = settings or ProfileFitSettings()
     normals = outward_normals(points, triangles, inside)
     profiles, x = sample_profiles(volume, to_index, points, normals, settings)
-    y1, sigma, used = _scan_values(profiles, x, contour, settings, inside_values)
+    y1, sigma, used = _scan_values(profiles, x, contour, settings)
     if used == 0 and settings.cortical_hu is None:
         # no thick cortex to learn the cortical value from, and none given: the fit would
         # read the blurred peak as cortical bone and every cortex as thick; measure nothing

@@ -144,7 +144,7 @@ def cortical_thickness(label: np.ndarray, image: sitk.Image, regions: np.ndarray
 
         fallback = 0.5 * float(max(frame.spacing[0], frame.spacing[1]))
         fit = profile_thickness(volume, frame.to_index, points, triangles, inside, thickness,
-                                np.asarray(volume)[outer], fallback, profile)
+                                fallback, profile)
         fitted = np.where(cut, np.nan, fit.thickness).astype(np.float32)
     return ThicknessMap(points, triangles, thickness, region, fitted, fit)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from femurseg.data.synthetic.knee import KneeGeometry, KneeParams
+from femurseg.data.synthetic.sampling import size_coupled
 from femurseg.data.synthetic.sdf import (
     Points,
     ellipsoid,
@@ -64,8 +65,7 @@ def sample_femur(rng: np.random.Generator, size: float) -> FemurParams:
     """Sample a femur; ``size`` in [0, 1] couples the dimensions (small to large)."""
 
     def jitter(lo: float, hi: float, spread: float = 0.35) -> float:
-        centre = lo + (hi - lo) * size
-        return float(np.clip(centre + rng.normal(0.0, spread * (hi - lo)), lo, hi))
+        return size_coupled(rng, size, lo, hi, spread)
 
     head = jitter(20.0, 26.0, 0.15)
     return FemurParams(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from femurseg.data.synthetic.sampling import size_coupled
 from femurseg.data.synthetic.sdf import Points, ellipsoid, round_cone, smooth_subtract, smooth_union, sphere
 
 __all__ = ["KneeParams", "KneeGeometry", "sample_knee"]
@@ -49,8 +50,7 @@ def sample_knee(rng: np.random.Generator, size: float, fat: float) -> KneeParams
     """Sample a knee; ``size`` in [0, 1] couples the dimensions, ``fat`` (mm) the leg girth."""
 
     def jitter(lo: float, hi: float, spread: float = 0.3) -> float:
-        centre = lo + (hi - lo) * size
-        return float(np.clip(centre + rng.normal(0.0, spread * (hi - lo)), lo, hi))
+        return size_coupled(rng, size, lo, hi, spread)
 
     width = jitter(70.0, 90.0)
     return KneeParams(
