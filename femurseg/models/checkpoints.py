@@ -276,6 +276,67 @@ def build_net(info: CheckpointInfo) -> nn.Module:
     return net.to(memory_format=torch.channels_last_3d).eval()
 
 
+def load_pretrained(net: nn.Module, source: str | os.PathLike[str], *, net_name: str, target: str,
+                    net_kwargs: dict[str, Any]) -> CheckpointInfo:
+    """Initialise ``net`` in place with the weights of a bundled model or a checkpoint (fine-tuning).
+
+    Parameters
+    ----------
+    net
+        The freshly built network to initialise.
+    source
+        A bundled model name (``femurseg models``) or a checkpoint path; read with
+        :func:`read_checkpoint` (``weights_only``, never runs code).
+    net_name, target, net_kwargs
+        What ``net`` is; the source must have been trained with the same net,
+        target and architecture arguments (``deep_supervision`` may differ: heads
+        the source lacks keep their fresh weights).
+
+    Returns
+    -------
+    CheckpointInfo
+        The source, whose ``preprocessing`` the training data should match.
+
+    Raises
+    ------
+    CheckpointError
+        If the source cannot be read or is a different net, target or architecture.
+    """
+    path = Path(source)
+    if not path.is_file():
+        from femurseg.models.zoo import model_path
+
+        try:
+            path = model_path(str(source))
+        except KeyError as error:
+            raise CheckpointError(f"pretrained weights {source!r}: neither a file nor a bundled model ({error})") from error
+    info = read_checkpoint(path)
+    ignore = {"in_channels", "out_channels", "deep_supervision", "patch_size"}
+    ours = {k: v for k, v in net_kwargs.items() if k not in ignore}
+    theirs = {k: v for k, v in info.net_kwargs.items() if k not in ignore}
+    if info.net != net_name or info.target != target or _plain_equal(ours) != _plain_equal(theirs):
+        raise CheckpointError(
+            f"pretrained weights {path}: trained as net {info.net!r}, target {info.target!r}, net_kwargs {theirs}; "
+            f"this model is net {net_name!r}, target {target!r}, net_kwargs {ours}"
+        )
+    from femurseg.models.registry import net_spec
+
+    spec = net_spec(net_name)
+    missing, unexpected = net.load_state_dict(info.state_dict, strict=False)
+    missing = [k for k in missing if not spec.is_auxiliary_weight(k)]
+    unexpected = [k for k in unexpected if not spec.is_auxiliary_weight(k)]
+    if missing or unexpected:
+        raise CheckpointError(f"pretrained weights {path}: do not fit net {net_name!r} "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    log.info("initialised %s from %s (sha256 %s)", net_name, path, info.sha256[:12])
+    return info
+
+
+def _plain_equal(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with sequences as lists, so YAML lists and stored tuples compare equal."""
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
+
+
 def average_weights(members: Sequence[CheckpointInfo]) -> CheckpointInfo:
     """One checkpoint whose weights are the mean of ``members`` (same net and arguments).
 

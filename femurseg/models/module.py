@@ -21,7 +21,7 @@ from torch import nn
 
 from femurseg.devices import cpu_has_fast_bf16
 from femurseg.labels import TARGET_CLASSES, Target, endosteal_mask, periosteal_mask, target_of
-from femurseg.models.checkpoints import FORMAT_VERSION
+from femurseg.models.checkpoints import FORMAT_VERSION, load_pretrained
 from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpoint_layout, update_ema
 from femurseg.models.registry import LOSSES, NETS, net_spec
 from femurseg.models.schedules import Schedule, lr_factor
@@ -134,6 +134,13 @@ class SegmentationModule(pl.LightningModule):
         Keep weights and inputs in ``channels_last_3d`` memory format (faster
         convolutions with cuDNN under ``16-mixed``/``bf16-mixed`` on recent GPUs;
         measure before using it on CPU).
+    pretrained
+        Start from these weights instead of a random initialisation (fine-tuning,
+        like nnU-Net's ``-pretrained_weights``): a bundled model name such as
+        ``femur-ct-v3`` or a checkpoint path, read safely
+        (:func:`~femurseg.models.checkpoints.load_pretrained`). Net, target and
+        architecture must match; the data module's preprocessing must match the
+        source's (checked when training starts).
 
     Gradient clipping and precision are Trainer options
     (``--trainer.gradient_clip_val 12``, ``--trainer.precision bf16-mixed``); see
@@ -164,6 +171,7 @@ class SegmentationModule(pl.LightningModule):
         compile: bool = False,
         compile_kwargs: dict[str, Any] | None = None,
         channels_last: bool = False,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__()
         if target not in TARGET_CLASSES:
@@ -181,6 +189,10 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"net {net!r} does not declare deep supervision (NetSpec(deep_supervision=True) "
                              "at registration, docs/plugins.md): remove net_kwargs.deep_supervision")
         self.net: nn.Module = NETS.create(net, **self.net_kwargs)
+        self.pretrained_preprocessing: dict[str, Any] | None = None
+        if pretrained is not None:
+            source = load_pretrained(self.net, pretrained, net_name=net, target=target, net_kwargs=self.net_kwargs)
+            self.pretrained_preprocessing = source.preprocessing.to_dict()
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         self.ema_net: nn.Module | None = None
@@ -311,6 +323,13 @@ class SegmentationModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "preprocessing"):
             self.preprocessing = datamodule.preprocessing.to_dict()
+        if self.pretrained_preprocessing is not None and self.preprocessing is not None \
+                and self.pretrained_preprocessing != self.preprocessing:
+            raise ValueError(
+                f"pretrained weights {self.hparams.pretrained!r} were trained with preprocessing "
+                f"{self.pretrained_preprocessing}, the data module gives {self.preprocessing}: "
+                "set data.spacing / data.hu_window to the pretrained model's"
+            )
         if datamodule is not None and hasattr(datamodule, "mirror_axes"):
             self.mirror_axes = datamodule.mirror_axes
         precision = str(self.trainer.precision)

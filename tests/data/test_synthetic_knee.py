@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 import numpy as np
@@ -102,3 +103,37 @@ def test_knee_field_of_view_is_rendered_and_labelled() -> None:
     assert other.sum() > 200
     assert not np.any(label[other] > 0)
     assert np.median(hu[other]) > 150.0
+
+
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_anatomy2_notch_separates_the_posterior_condyles(seed: int) -> None:
+    """transfer_knee2's notch splits the condyles behind up to 20 mm above the joint; transfer_knee's closes by 20 mm."""
+    old = sample_subject(seed, PRESETS["transfer_knee"])
+    new = sample_subject(seed, PRESETS["transfer_knee2"])
+    assert old.knee is not None and new.knee is not None
+    assert old.knee.anatomy == 1 and new.knee.anatomy == 2
+    # everything but the notch is the same knee, and the rest of the subject is the same subject
+    assert dataclasses.replace(new.knee, notch=old.knee.notch, notch_centre=0.0, notch_height=28.0, notch_depth=0.42,
+                               anatomy=1) == old.knee
+    assert new.femur == old.femur and new.body == old.body
+    assert 0.22 <= new.knee.notch <= 0.32 and 34.0 <= new.knee.notch_centre + new.knee.notch_height <= 46.0
+
+    def bone(params, z: float) -> list[bool]:
+        g = FemurGeometry(params.femur, knee=params.knee)
+        w, d = params.knee.width, params.knee.depth
+        offsets = np.array([[0.0, 0.3 * d, z], [0.0, 0.15 * d, z], [0.25 * w, 0.3 * d, z], [-0.25 * w, 0.3 * d, z]])
+        return [bool(v < 0) for v in g.periosteal(_at(g, offsets))]
+
+    # midline behind (two depths), lateral and medial condyle
+    assert bone(old, 20.0) == [True, True, True, True]
+    assert bone(new, 20.0) == [False, False, True, True]
+    assert bone(old, 10.0)[0] is False and bone(new, 10.0)[:2] == [False, False]
+
+
+def test_knee_anatomy_is_validated() -> None:
+    with pytest.raises(ValueError, match="knee_anatomy"):
+        replace(PRESETS["transfer_knee"], knee_anatomy=3)
+    from femurseg.data.synthetic.knee import sample_knee
+
+    with pytest.raises(ValueError, match="anatomy"):
+        sample_knee(np.random.default_rng(0), 0.5, 10.0, anatomy=0)

@@ -16,7 +16,7 @@ the condyles 56-70 mm, patella 38-48 × 18-24 × 34-46 mm, femoral length
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,16 +44,30 @@ class KneeParams:
     density: float
     bone_density: float
     leg_radius: float
+    notch_centre: float = 0.0
+    notch_height: float = 28.0
+    notch_depth: float = 0.42
+    anatomy: int = 1
 
 
-def sample_knee(rng: np.random.Generator, size: float, fat: float) -> KneeParams:
-    """Sample a knee; ``size`` in [0, 1] couples the dimensions, ``fat`` (mm) the leg girth."""
+def sample_knee(rng: np.random.Generator, size: float, fat: float, anatomy: int = 1) -> KneeParams:
+    """Sample a knee; ``size`` in [0, 1] couples the dimensions, ``fat`` (mm) the leg girth.
+
+    ``anatomy`` 1 is femur-ct-v3's knee: an intercondylar notch 14-22 mm wide that
+    reaches 28 mm above the joint, so that the widest condylar sections show only
+    a dent behind. In real knees the notch is about a quarter of the bicondylar
+    width (notch width index 0.22-0.32) and its roof rises high enough that most
+    axial slices through the condyles show two separate posterior lobes (as in
+    the knee slices of the real-CT benchmark); ``anatomy`` 2 draws such a notch,
+    34-46 mm tall and half the condyles' depth deep, after every other parameter,
+    so the rest of the knee is unchanged.
+    """
 
     def jitter(lo: float, hi: float, spread: float = 0.3) -> float:
         return size_coupled(rng, size, lo, hi, spread)
 
     width = jitter(70.0, 90.0)
-    return KneeParams(
+    params = KneeParams(
         length=jitter(330.0, 400.0),
         width=width,
         depth=jitter(56.0, 70.0),
@@ -69,6 +83,12 @@ def sample_knee(rng: np.random.Generator, size: float, fat: float) -> KneeParams
         bone_density=float(rng.uniform(0.9, 1.5)),
         leg_radius=float(rng.uniform(0.68, 0.8) * width + 0.4 * fat),
     )
+    if anatomy == 1:
+        return params
+    if anatomy != 2:
+        raise ValueError(f"knee anatomy must be 1 or 2, not {anatomy!r}")
+    return replace(params, notch=float(rng.uniform(0.22, 0.32)), notch_centre=float(rng.uniform(4.0, 10.0)),
+                   notch_height=float(rng.uniform(30.0, 36.0)), notch_depth=float(rng.uniform(0.44, 0.52)), anatomy=2)
 
 
 class KneeGeometry:
@@ -110,13 +130,16 @@ class KneeGeometry:
         r = 0.12 * w
         groove_y = -0.48 * d - r + p.groove
         groove = round_cone(q, self._at((0.0, groove_y, 5.0)), self._at((0.0, groove_y, 90.0)), r, r)
-        notch = ellipsoid(q, self._at((0.0, 0.5 * d, 0.0)), (0.5 * p.notch * w, 0.42 * d, 28.0))
+        notch = ellipsoid(q, self._at((0.0, 0.5 * d, p.notch_centre)), (0.5 * p.notch * w, p.notch_depth * d, p.notch_height))
         condyles = smooth_union(lateral, medial, 6.0)
         end = smooth_union(condyles, trochlea, 8.0)
         end = smooth_subtract(end, groove, 4.0)
-        end = smooth_subtract(end, notch, 4.0)
+        if p.anatomy == 1:  # femur-ct-v3's knee: the metaphysis refills most of the notch
+            end = smooth_subtract(end, notch, 4.0)
+            end = smooth_union(end, meta, 14.0)
+            return smooth_union(shaft, end, 24.0)
         end = smooth_union(end, meta, 14.0)
-        return smooth_union(shaft, end, 24.0)
+        return smooth_subtract(smooth_union(shaft, end, 24.0), notch, 4.0)
 
     def other_bones(self, q: Points) -> np.ndarray:
         """Signed distance (mm) of the patella, tibia and fibula (never labelled femur)."""

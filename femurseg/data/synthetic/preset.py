@@ -61,6 +61,7 @@ class SynthPreset:
     shaft_below: tuple[float, float] = (35.0, 50.0)
     thigh_only: float = 0.0
     knee: float = 0.0
+    knee_anatomy: int = 1
 
     def __post_init__(self) -> None:
         lo, hi = self.inplane
@@ -78,6 +79,8 @@ class SynthPreset:
             raise ValueError(f"preset {self.name!r}: thigh_only {self.thigh_only} is not a probability")
         if not 0.0 <= self.knee <= 1.0:
             raise ValueError(f"preset {self.name!r}: knee {self.knee} is not a probability")
+        if self.knee_anatomy not in (1, 2):
+            raise ValueError(f"preset {self.name!r}: knee_anatomy must be 1 or 2, not {self.knee_anatomy!r}")
         if self.knee > 0.0 and self.field != "scan":
             raise ValueError(f"preset {self.name!r}: knee fields of view need field='scan'")
 
@@ -97,7 +100,11 @@ PRESETS: dict[str, SynthPreset] = {
     "transfer_knee": SynthPreset("transfer_knee", inplane=(0.9, 1.3), slices=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0),
                                  field="scan", min_cortex_voxels=0.0, noise=(8.0, 45.0), shaft_below=(40.0, 200.0),
                                  thigh_only=0.35, knee=0.2),
+    # ``transfer_knee`` with real knees' intercondylar notch (two posterior condylar lobes).
+    "transfer_knee2": SynthPreset("transfer_knee2", inplane=(0.9, 1.3), slices=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0),
+                                  field="scan", min_cortex_voxels=0.0, noise=(8.0, 45.0), shaft_below=(40.0, 200.0),
+                                  thigh_only=0.35, knee=0.2, knee_anatomy=2),
 }
 """Named presets: ``tiny`` for unit tests, ``quick`` for CPU training, ``full`` clinical,
 ``transfer`` for the default models femur-ct-v1/v2 (hip and thigh fields of view), ``transfer_knee``
-for femur-ct-v3 (hip, thigh and knee)."""
+for femur-ct-v3 (hip, thigh and knee), ``transfer_knee2`` for femur-ct-v4 (real knees' notch)."""

@@ -86,7 +86,8 @@ def sample_subject(seed: int, preset: SynthPreset) -> SubjectParams:
     scanner = sample_scanner(rng, preset.inplane, preset.slices, preset.noise)
     margins = tuple(float(m) for m in rng.uniform(size=6))
     # its own stream, so presets without a knee keep their bytes
-    knee = sample_knee(np.random.default_rng([seed, 4]), size, body.fat) if preset.knee > 0 else None
+    knee = (sample_knee(np.random.default_rng([seed, 4]), size, body.fat, preset.knee_anatomy)
+            if preset.knee > 0 else None)
     return SubjectParams(seed, side, size, habitus, femur, pelvis, body, phantom, tissues, scanner, margins, knee)
 
 
