@@ -170,3 +170,23 @@ def test_a_full_training_records_that_it_was_not_capped(fitted: Path):
     meta = torch.load(fitted / "fold_0" / "checkpoints" / "last.ckpt", weights_only=True)["femurseg"]
     assert meta["training"]["stopped_by_time_cap"] is False
     assert meta["training"]["epoch"] == 2 and meta["training"]["max_epochs"] == 3
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights(fitted: Path, tiny_cohort: Path, tmp_path: Path):
+    """`--model.pretrained CKPT`: the first validation is already as good as the source's last one."""
+    source = fitted / "fold_0" / "checkpoints" / "last.ckpt"
+    first = lambda run: [float(r["val/dice"]) for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val/dice")]
+    args = tiny_fit_args(tiny_cohort, tmp_path, "--wandb", "disabled", "--trainer.max_epochs", "1",
+                         "--model.optimizer.init_args.lr", "1e-6", "--model.pretrained", str(source))
+    assert main(["fit", *args]) == 0
+    tuned = first(tmp_path / "tiny" / "fold_0")
+    assert tuned[0] == pytest.approx(first(fitted / "fold_0")[-1], abs=0.02)
+    assert tuned[0] > first(fitted / "fold_0")[0] + 0.05  # not a fresh start
+
+
+def test_fine_tuning_refuses_another_preprocessing(fitted: Path, tiny_cohort: Path, tmp_path: Path):
+    source = fitted / "fold_0" / "checkpoints" / "last.ckpt"
+    args = tiny_fit_args(tiny_cohort, tmp_path, "--wandb", "disabled", "--model.pretrained", str(source),
+                         "--data.spacing", "[3.0, 3.0, 3.0]")
+    with pytest.raises(ValueError, match="preprocessing"):
+        main(["fit", *args])
