@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,7 +69,10 @@ def run_lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> An
     """
     from femurseg.lightning_cli import FemursegCLI
 
-    return FemursegCLI(args=list(args) if args is not None else None, run=run)
+    with warnings.catch_warnings():
+        # ``femurseg fit ...`` hands its own argv over as ``args``: not the mistake Lightning warns of
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return FemursegCLI(args=list(args) if args is not None else None, run=run)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -155,7 +155,6 @@ def _same(parsed: Any, value: Any) -> bool:
     return parsed == value
 
 
-@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
 def test_every_proposed_run_parses(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from femurseg.cli import run_lightning_cli

@@ -74,7 +74,6 @@ def test_the_shipped_default_model_matches_its_hash_and_loads_safely():
     assert "synthetic" in card["training_data"] and card["git_commit"] not in ("", "unknown")
 
 
-@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs" / "default_model").glob("*.yaml")))
 def test_the_recipe_config_parses(tmp_path: Path, recipe: str):
     from femurseg.cli import run_lightning_cli
