@@ -14,5 +14,6 @@ name="${1:-femur-ct-v3}"
 shift || true
 export WANDB_MODE="${WANDB_MODE:-offline}"
 femurseg fit --config "configs/default_model/${name}.yaml" "$@"
+description="$(sed -n 's/^# description: //p' "configs/default_model/${name}.yaml")"
 femurseg models --package "runs/default_model/${name}/fold_all/checkpoints/last.ckpt" \
-    --name "${name}" --recipe "bash configs/default_model/build.sh ${name}"
+    --name "${name}" --recipe "bash configs/default_model/build.sh ${name}" --description "${description}"

@@ -178,6 +178,7 @@ def package_checkpoint(
 
         config = yaml.safe_load(config_text) or {}
     data = config.get("data") or {}
+    pretrained = (config.get("model") or {}).get("pretrained")
     card = {
         "name": name,
         "description": description,
@@ -190,7 +191,9 @@ def package_checkpoint(
         "patch_size": list(info.patch_size),
         "training_data": (f"synthetic phantoms only: {data.get('synthetic_n')} subjects of the "
                           f"'{data.get('synthetic_preset')}' preset from seed {data.get('synthetic_seed')}, "
-                          f"augmentation '{data.get('augmentation')}'") if data else "see config",
+                          f"augmentation '{data.get('augmentation')}'"
+                          + (f"; fine-tuned from {pretrained}" if pretrained else "")) if data else "see config",
+        "pretrained": pretrained,
         "recipe": recipe,
         "seed": config.get("seed_everything"),
         "git_commit": git_commit or _git_commit(Path(__file__).resolve().parents[2]),

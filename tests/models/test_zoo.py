@@ -53,6 +53,21 @@ def test_packaging_keeps_weights_and_provenance_and_drops_training_state(tmp_pat
     assert json.loads((weights / "index.json").read_text())["models"]["tiny-v1"]["sha256"] == model.sha256
 
 
+def test_a_fine_tuned_model_names_its_starting_weights(tmp_path: Path):
+    checkpoint = _run_checkpoint(tmp_path / "run")
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**config, "model": {"pretrained": "femur-ct-v3"}}))
+    card = package_checkpoint(checkpoint, "tiny-v2", "", "", "abc", weights_dir=tmp_path / "weights").card
+    assert card["pretrained"] == "femur-ct-v3" and card["training_data"].endswith("; fine-tuned from femur-ct-v3")
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs" / "default_model").glob("*.yaml")))
+def test_every_recipe_has_a_one_line_description(recipe: str):
+    lines = [l for l in (REPO / "configs" / "default_model" / recipe).read_text().splitlines()
+             if l.startswith("# description: ")]
+    assert len(lines) == 1 and len(lines[0]) > 40
+
+
 def test_a_changed_weights_file_is_refused(tmp_path: Path):
     weights = tmp_path / "weights"
     package_checkpoint(_run_checkpoint(tmp_path / "run"), "tiny-v1", "r", weights_dir=weights)
