@@ -1,4 +1,4 @@
-"""Augmentation presets, named in YAML: ``none``, ``light``, ``default``, ``heavy``, ``domain``.
+"""Augmentation presets, named in YAML: ``none``, ``light``, ``default``, ``heavy``, ``domain``, ``domain_dim_cortex``.
 
 Built from TorchIO transforms, plus one QCT-specific transform: a random gain and
 offset on the HU scale (scanner calibration differences), applied to the image
@@ -18,8 +18,8 @@ import torchio as tio
 __all__ = ["Preset", "PRESETS", "make_augmentation", "mirror_axes", "RandomGainOffset", "RandomIntensityCurve",
            "LabelToUint8"]
 
-Preset = Literal["none", "light", "default", "heavy", "domain"]
-PRESETS: tuple[str, ...] = ("none", "light", "default", "heavy", "domain")
+Preset = Literal["none", "light", "default", "heavy", "domain", "domain_dim_cortex"]
+PRESETS: tuple[str, ...] = ("none", "light", "default", "heavy", "domain", "domain_dim_cortex")
 #: HU window of the scaled images the intensity transforms see (``Preprocessing.hu_window``'s default)
 HU_WINDOW: tuple[float, float] = (-1000.0, 2000.0)
 #: tissue levels (HU) that :class:`RandomIntensityCurve` moves: air, lung/gas, fat, water/marrow,
@@ -64,6 +64,12 @@ class RandomIntensityCurve(tio.IntensityTransform):
     offset of ``± offset_hu``. Knots are kept in order, so fat stays darker than
     muscle and bone brighter than both.
 
+    With probability ``dim_cortex_p`` the curve also compresses everything above
+    the dense-trabecular level (450 HU) by a factor drawn from ``dim_cortex``: the
+    cortex is then only slightly brighter than the cancellous bone it encloses, as
+    in real knees and thin hip cortices after partial volume, where a network that
+    learned to look for a bright rim finds none (docs/model_card.md).
+
     Parameters
     ----------
     jitter
@@ -76,14 +82,22 @@ class RandomIntensityCurve(tio.IntensityTransform):
         Maximum global offset in HU.
     hu_window
         The HU window that the image was scaled from to ``[-1, 1]``.
+    dim_cortex_p, dim_cortex
+        Probability and range ``(low, high)`` of the compression factor above
+        the dense-trabecular level (0 disables it, the ``domain`` preset).
     """
 
     def __init__(self, jitter: float = 0.2, min_shift_hu: float = 25.0, scale: float = 0.15,
-                 offset_hu: float = 40.0, hu_window: tuple[float, float] = HU_WINDOW, **kwargs) -> None:
+                 offset_hu: float = 40.0, hu_window: tuple[float, float] = HU_WINDOW, dim_cortex_p: float = 0.0,
+                 dim_cortex: tuple[float, float] = (0.1, 0.5), **kwargs) -> None:
         super().__init__(**kwargs)
+        if not 0.0 <= dim_cortex_p <= 1.0 or not 0.0 < dim_cortex[0] <= dim_cortex[1] <= 1.0:
+            raise ValueError(f"dim_cortex_p {dim_cortex_p} must be a probability and dim_cortex {dim_cortex} "
+                             "a range within (0, 1]")
         self.jitter, self.min_shift_hu, self.scale, self.offset_hu = jitter, min_shift_hu, scale, offset_hu
         self.hu_window = hu_window
-        self.args_names = ["jitter", "min_shift_hu", "scale", "offset_hu", "hu_window"]
+        self.dim_cortex_p, self.dim_cortex = dim_cortex_p, dim_cortex
+        self.args_names = ["jitter", "min_shift_hu", "scale", "offset_hu", "hu_window", "dim_cortex_p", "dim_cortex"]
 
     def curve(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One random curve: knots ``(x, y)`` in scaled units, ``x`` increasing."""
@@ -92,6 +106,11 @@ class RandomIntensityCurve(tio.IntensityTransform):
         moved = knots + (torch.rand(len(knots), dtype=torch.float64) * 2 - 1) * reach
         moved[0] = knots[0]  # air stays air (the padding value of every scan)
         moved = torch.cummax(moved, 0).values
+        if self.dim_cortex_p > 0 and torch.rand(()) < self.dim_cortex_p:
+            low_f, high_f = self.dim_cortex
+            factor = low_f + torch.rand((), dtype=torch.float64) * (high_f - low_f)
+            pivot = CURVE_KNOTS_HU.index(450.0)
+            moved[pivot + 1:] = moved[pivot] + (moved[pivot + 1:] - moved[pivot]) * factor
         gain = 1 + (torch.rand((), dtype=torch.float64) * 2 - 1) * self.scale
         shift = (torch.rand((), dtype=torch.float64) * 2 - 1) * self.offset_hu
         moved[1:] = moved[1:] * gain + shift
@@ -144,7 +163,9 @@ def make_augmentation(preset: Preset | str) -> tio.Transform | None:
         phantoms and segmenting real CT (the default model's recipe): mirroring,
         affine (scale 0.8-1.15, ±12°), a random intensity curve per scan (tissue
         levels ±20 %, gain ±15 %, offset ±40 HU), bias field, noise, blur and thick
-        slices. Every pipeline ends by casting labels back to ``uint8``.
+        slices. ``domain_dim_cortex``: ``domain`` whose intensity curve, in 40 % of
+        scans, also compresses everything above 450 HU by 0.1-0.5 (a dim cortex,
+        the femur-ct-v5 recipe). Every pipeline ends by casting labels back to ``uint8``.
 
     Returns
     -------
@@ -157,11 +178,12 @@ def make_augmentation(preset: Preset | str) -> tio.Transform | None:
         return None
     # axis 0 of a canonical image is left-right: mirroring swaps left and right femora
     mirror = tio.RandomFlip(axes=(0,), flip_probability=0.5)
-    if preset == "domain":
+    if preset in ("domain", "domain_dim_cortex"):
+        dim = 0.4 if preset == "domain_dim_cortex" else 0.0
         return tio.Compose([
             mirror,
             tio.RandomAffine(scales=(0.8, 1.15), degrees=12, translation=0, p=0.8, default_pad_value="minimum"),
-            RandomIntensityCurve(p=0.9, include=IMAGE),
+            RandomIntensityCurve(p=0.9, include=IMAGE, dim_cortex_p=dim),
             tio.RandomBiasField(coefficients=0.15, order=3, p=0.3, include=IMAGE),
             tio.RandomBlur(std=(0, 1.2), p=0.4, include=IMAGE),
             tio.RandomAnisotropy(axes=(2,), downsampling=(1.2, 2.0), p=0.2, include=IMAGE),

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torchio as tio
 
-from femurseg.data.augment import PRESETS, RandomGainOffset, make_augmentation, mirror_axes
+from femurseg.data.augment import (CURVE_KNOTS_HU, PRESETS, RandomGainOffset, RandomIntensityCurve,
+                                   make_augmentation, mirror_axes)
 
 
 def subject(size: int = 40) -> tio.Subject:
@@ -20,9 +21,9 @@ def subject(size: int = 40) -> tio.Subject:
 
 
 def test_presets_are_the_documented_ones():
-    assert PRESETS == ("none", "light", "default", "heavy", "domain")
+    assert PRESETS == ("none", "light", "default", "heavy", "domain", "domain_dim_cortex")
     assert make_augmentation("none") is None
-    with pytest.raises(ValueError, match="valid: none, light, default, heavy, domain"):
+    with pytest.raises(ValueError, match="valid: none, light, default, heavy, domain, domain_dim_cortex"):
         make_augmentation("extreme")
 
 
@@ -32,7 +33,7 @@ def test_heavy_contains_every_augmentation_of_the_issue():
                      "RandomElasticDeformation", "RandomAnisotropy", "LabelToUint8"}
 
 
-@pytest.mark.parametrize("preset", ["light", "default", "heavy"])
+@pytest.mark.parametrize("preset", ["light", "default", "heavy", "domain", "domain_dim_cortex"])
 def test_preset_keeps_shapes_and_label_values_and_is_seeded(preset):
     torch.manual_seed(0)
     original = subject()
@@ -78,3 +79,57 @@ def test_mirror_axes_name_the_flips_each_preset_makes(preset):
     assert mirror_axes(preset) == (axes or "none")
     with pytest.raises(ValueError, match="unknown augmentation preset"):
         mirror_axes("sideways")
+
+
+def _hu(x: torch.Tensor) -> torch.Tensor:
+    """Scaled knot positions back to HU (window -1000..2000)."""
+    return x.double() * 1500.0 + 500.0
+
+
+def test_intensity_curve_is_monotone_and_keeps_air():
+    for seed in range(20):
+        torch.manual_seed(seed)
+        curve = RandomIntensityCurve(dim_cortex_p=0.5)
+        x, y = curve.curve()
+        assert torch.all(torch.diff(y) >= 0) and torch.all(torch.diff(x) > 0)
+        assert float(_hu(y[0])) == pytest.approx(-1000.0)
+
+
+def test_dim_cortex_compresses_everything_above_dense_trabecular_bone():
+    """With no jitter, gain or offset the curve is the identity up to 450 HU and 450 + f (x - 450) above."""
+    plain = dict(jitter=0.0, min_shift_hu=0.0, scale=0.0, offset_hu=0.0)
+    torch.manual_seed(0)
+    x, y = RandomIntensityCurve(dim_cortex_p=1.0, dim_cortex=(0.2, 0.2), **plain).curve()
+    knots = torch.tensor(CURVE_KNOTS_HU, dtype=torch.float64)
+    expected = torch.where(knots > 450.0, 450.0 + (knots - 450.0) * 0.2, knots)
+    assert torch.allclose(_hu(y), expected, atol=1e-3)  # cortex 900 HU -> 540, 2000 -> 760
+    subject_in = subject()
+    torch.manual_seed(0)
+    out = RandomIntensityCurve(dim_cortex_p=1.0, dim_cortex=(0.2, 0.2), **plain)(subject_in)["image"].data
+    cortex = subject_in["label"].data == 1
+    before, after = subject_in["image"].data[cortex].double(), out[cortex].double()
+    assert torch.allclose(_hu(after), 450.0 + (_hu(before) - 450.0) * 0.2, atol=0.5)
+
+
+def test_without_dim_cortex_the_random_stream_is_unchanged():
+    """``domain`` (dim_cortex_p 0) draws exactly what it drew before the option existed: old recipes rebuild."""
+    for seed in range(5):
+        torch.manual_seed(seed)
+        a = RandomIntensityCurve().curve()
+        torch.manual_seed(seed)
+        reach = torch.maximum(torch.tensor(CURVE_KNOTS_HU, dtype=torch.float64).abs() * 0.2,
+                              torch.tensor(25.0, dtype=torch.float64))
+        moved = torch.tensor(CURVE_KNOTS_HU, dtype=torch.float64) + (torch.rand(9, dtype=torch.float64) * 2 - 1) * reach
+        moved[0] = -1000.0
+        moved = torch.cummax(moved, 0).values
+        gain = 1 + (torch.rand((), dtype=torch.float64) * 2 - 1) * 0.15
+        shift = (torch.rand((), dtype=torch.float64) * 2 - 1) * 40.0
+        moved[1:] = moved[1:] * gain + shift
+        assert torch.allclose(_hu(a[1]), moved, atol=1e-2)
+
+
+def test_dim_cortex_settings_are_validated():
+    with pytest.raises(ValueError, match="dim_cortex"):
+        RandomIntensityCurve(dim_cortex_p=1.5)
+    with pytest.raises(ValueError, match="dim_cortex"):
+        RandomIntensityCurve(dim_cortex=(0.0, 0.5))
