@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = parser.add_argument_group("model: a bundled model (default), or checkpoints (any target, or one set "
                                        "per contour), which override it")
     models.add_argument("--model", default=None, metavar="NAME",
-                        help="bundled model to use when no checkpoint is given (default: femur-ct-v3; "
+                        help="bundled model to use when no checkpoint is given (default: femur-ct-v5; "
                              "`femurseg models` lists them)")
     models.add_argument("--checkpoints", nargs="+", default=[], metavar="CKPT",
                         help="checkpoints; each is used for the target it was trained on")

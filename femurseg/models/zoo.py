@@ -41,7 +41,7 @@ __all__ = ["DEFAULT_MODEL", "WEIGHTS_DIR", "BundledModel", "list_models", "get_m
            "package_checkpoint"]
 
 #: the model ``femurseg segment`` uses when no checkpoint is given
-DEFAULT_MODEL = "femur-ct-v3"
+DEFAULT_MODEL = "femur-ct-v5"
 #: package data folder of the bundled weights and their index
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 INDEX = "index.json"

@@ -68,6 +68,14 @@ def test_every_recipe_has_a_one_line_description(recipe: str):
     assert len(lines) == 1 and len(lines[0]) > 40
 
 
+def test_the_bundled_weights_fit_the_package_data_budget():
+    """Issue 17: at most 25 MB of weights in all; every file in the folder is in the index and vice versa."""
+    files = sorted(p.name for p in WEIGHTS_DIR.glob("*.pt"))
+    assert files == sorted(m.file for m in list_models())
+    assert sum((WEIGHTS_DIR / f).stat().st_size for f in files) <= 25 * 2**20
+    assert DEFAULT_MODEL in {m.name for m in list_models()}
+
+
 def test_a_changed_weights_file_is_refused(tmp_path: Path):
     weights = tmp_path / "weights"
     package_checkpoint(_run_checkpoint(tmp_path / "run"), "tiny-v1", "r", weights_dir=weights)
