@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/heldout.py [--model femur-ct-v1 | --checkpoints C.ckpt | --periosteal P.ckpt --endosteal E.ckpt] \\
+    python benchmarks/heldout.py [--model femur-ct-v5 | --checkpoints C.ckpt | --periosteal P.ckpt --endosteal E.ckpt] \\
         --seed 5000 --n 20 [--preset full] \\
         [--refine half-maximum none] [--work DIR] [--append docs/benchmarks.md]
 

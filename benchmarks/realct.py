@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/realct.py [--model femur-ct-v1 | --checkpoints C.ckpt | --periosteal P.ckpt --endosteal E.ckpt] \\
+    python benchmarks/realct.py [--model femur-ct-v5 | --checkpoints C.ckpt | --periosteal P.ckpt --endosteal E.ckpt] \\
         --slices ../shared/realct/slices [--per-patient N] [--figure docs/images/realct_predictions.png] \\
         [--append docs/benchmarks.md] [--csv out.csv]
 

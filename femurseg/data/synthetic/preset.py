@@ -107,4 +107,4 @@ PRESETS: dict[str, SynthPreset] = {
 }
 """Named presets: ``tiny`` for unit tests, ``quick`` for CPU training, ``full`` clinical,
 ``transfer`` for the default models femur-ct-v1/v2 (hip and thigh fields of view), ``transfer_knee``
-for femur-ct-v3 (hip, thigh and knee), ``transfer_knee2`` for femur-ct-v4 (real knees' notch)."""
+for femur-ct-v3 (hip, thigh and knee), ``transfer_knee2`` for femur-ct-v4 and v5 (real knees' notch)."""
