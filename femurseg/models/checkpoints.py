@@ -285,8 +285,8 @@ def load_pretrained(net: nn.Module, source: str | os.PathLike[str], *, net_name:
     net
         The freshly built network to initialise.
     source
-        A bundled model name (``femurseg models``) or a checkpoint path; read with
-        :func:`read_checkpoint` (``weights_only``, never runs code).
+        A checkpoint path (a bundled model's is :func:`femurseg.models.zoo.model_path`); read
+        with :func:`read_checkpoint` (``weights_only``, never runs code).
     net_name, target, net_kwargs
         What ``net`` is; the source must have been trained with the same net,
         target and architecture arguments (``deep_supervision`` may differ: heads
@@ -303,13 +303,6 @@ def load_pretrained(net: nn.Module, source: str | os.PathLike[str], *, net_name:
         If the source cannot be read or is a different net, target or architecture.
     """
     path = Path(source)
-    if not path.is_file():
-        from femurseg.models.zoo import model_path
-
-        try:
-            path = model_path(str(source))
-        except KeyError as error:
-            raise CheckpointError(f"pretrained weights {source!r}: neither a file nor a bundled model ({error})") from error
     info = read_checkpoint(path)
     ignore = {"in_channels", "out_channels", "deep_supervision", "patch_size"}
     ours = {k: v for k, v in net_kwargs.items() if k not in ignore}

@@ -8,6 +8,7 @@ rebuild the exact model without unpickling code (``checkpoint["femurseg"]``).
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +25,7 @@ from femurseg.labels import TARGET_CLASSES, Target, endosteal_mask, periosteal_m
 from femurseg.models.checkpoints import FORMAT_VERSION, load_pretrained
 from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpoint_layout, update_ema
 from femurseg.models.registry import LOSSES, NETS, net_spec
+from femurseg.models.zoo import model_path
 from femurseg.models.schedules import Schedule, lr_factor
 from femurseg.sliding import sliding_window_inference
 from femurseg.voxels import as_triple
@@ -191,7 +193,8 @@ class SegmentationModule(pl.LightningModule):
         self.net: nn.Module = NETS.create(net, **self.net_kwargs)
         self.pretrained_preprocessing: dict[str, Any] | None = None
         if pretrained is not None:
-            source = load_pretrained(self.net, pretrained, net_name=net, target=target, net_kwargs=self.net_kwargs)
+            path = Path(pretrained) if Path(pretrained).is_file() else model_path(pretrained)  # a file, else a bundled model
+            source = load_pretrained(self.net, path, net_name=net, target=target, net_kwargs=self.net_kwargs)
             self.pretrained_preprocessing = source.preprocessing.to_dict()
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
