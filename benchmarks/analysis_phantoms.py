@@ -26,18 +26,7 @@ import SimpleITK as sitk
 
 from femurseg.analysis import analyze
 from femurseg.data.synthetic import generate_subject
-from femurseg.data.synthetic.femur import FemurGeometry, FemurParams
-from femurseg.data.synthetic.scanner import rotation_matrix
-
-
-def true_axes(meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    femur = FemurGeometry(FemurParams(**meta["femur"]))
-    to_world = rotation_matrix(tuple(meta["scanner"]["tilt"])) @ femur.pose
-    neck = to_world @ (femur.p.neck_length * femur.neck_dir - 4.0 * femur.shaft_dir)
-    shaft = -(to_world @ femur.shaft_dir)
-    if meta["side"] == "right":
-        neck, shaft = neck * [-1, 1, 1], shaft * [-1, 1, 1]
-    return neck / np.linalg.norm(neck), shaft
+from femurseg.data.synthetic.measure import true_axes
 
 
 def angle(a: np.ndarray, b: np.ndarray) -> float:

@@ -11,25 +11,9 @@ import SimpleITK as sitk
 from femurseg.analysis import analyze
 from femurseg.analysis.geometry import hip_geometry
 from femurseg.analysis.regions import REGION_LABELS, region_map
-from femurseg.data.synthetic.femur import REGIONS, FemurGeometry, FemurParams
-from femurseg.data.synthetic.measure import region_map as true_regions
-from femurseg.data.synthetic.scanner import rotation_matrix
+from femurseg.data.synthetic.femur import REGIONS
+from femurseg.data.synthetic.measure import region_map as true_regions, true_axes
 from femurseg.errors import AnalysisError
-
-
-def true_axes(meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """World (LPS) unit vectors of the rendered neck tube's axis (towards the head) and the shaft (proximal).
-
-    The neck tube runs from the head centre to ``junction + 4 mm * shaft_dir``, about 3° off
-    ``neck_dir`` (the direction the meta's neck-shaft angle describes).
-    """
-    femur = FemurGeometry(FemurParams(**meta["femur"]))
-    to_world = rotation_matrix(tuple(meta["scanner"]["tilt"])) @ femur.pose
-    neck = to_world @ (femur.p.neck_length * femur.neck_dir - 4.0 * femur.shaft_dir)
-    shaft = -(to_world @ femur.shaft_dir)
-    if meta["side"] == "right":
-        neck, shaft = neck * [-1, 1, 1], shaft * [-1, 1, 1]
-    return neck / np.linalg.norm(neck), shaft
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from femurseg.data.synthetic.scanner import rotation_matrix
 if TYPE_CHECKING:
     from femurseg.data.synthetic import SyntheticCase
 
-__all__ = ["tissue_hu", "cortical_thickness", "head_radius", "region_map"]
+__all__ = ["tissue_hu", "cortical_thickness", "head_radius", "region_map", "true_axes"]
 
 
 def _left_arrays(case: SyntheticCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,3 +113,19 @@ def head_radius(case: SyntheticCase) -> float:
     centre = tuple(int(i - b.start) for i, b in zip(index[::-1], box))
     # The voxel nearest the centre sees the surface closer by at most its offset.
     return float(edt[centre]) + float(np.linalg.norm((exact - index) * spacing))
+
+
+def true_axes(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """World (LPS) unit vectors of the rendered neck tube's axis (towards the head) and the shaft (proximal).
+
+    The neck tube runs from the head centre to ``junction + 4 mm * shaft_dir``, about 3° off
+    ``neck_dir`` (the direction the meta's neck-shaft angle describes). The truth that hip
+    geometry (:mod:`femurseg.analysis.geometry`) is checked against.
+    """
+    femur = FemurGeometry(FemurParams(**meta["femur"]))
+    to_world = rotation_matrix(tuple(meta["scanner"]["tilt"])) @ femur.pose
+    neck = to_world @ (femur.p.neck_length * femur.neck_dir - 4.0 * femur.shaft_dir)
+    shaft = -(to_world @ femur.shaft_dir)
+    if meta["side"] == "right":
+        neck, shaft = neck * [-1, 1, 1], shaft * [-1, 1, 1]
+    return neck / np.linalg.norm(neck), shaft
