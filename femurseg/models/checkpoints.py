@@ -307,7 +307,7 @@ def load_pretrained(net: nn.Module, source: str | os.PathLike[str], *, net_name:
     ignore = {"in_channels", "out_channels", "deep_supervision", "patch_size"}
     ours = {k: v for k, v in net_kwargs.items() if k not in ignore}
     theirs = {k: v for k, v in info.net_kwargs.items() if k not in ignore}
-    if info.net != net_name or info.target != target or _plain_equal(ours) != _plain_equal(theirs):
+    if info.net != net_name or info.target != target or _normalised_kwargs(ours) != _normalised_kwargs(theirs):
         raise CheckpointError(
             f"pretrained weights {path}: trained as net {info.net!r}, target {info.target!r}, net_kwargs {theirs}; "
             f"this model is net {net_name!r}, target {target!r}, net_kwargs {ours}"
@@ -325,7 +325,7 @@ def load_pretrained(net: nn.Module, source: str | os.PathLike[str], *, net_name:
     return info
 
 
-def _plain_equal(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _normalised_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` with sequences as lists, so YAML lists and stored tuples compare equal."""
     return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
 

@@ -8,8 +8,8 @@ rebuild the exact model without unpickling code (``checkpoint["femurseg"]``).
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -25,8 +25,8 @@ from femurseg.labels import TARGET_CLASSES, Target, endosteal_mask, periosteal_m
 from femurseg.models.checkpoints import FORMAT_VERSION, load_pretrained
 from femurseg.models.ema import ema_decay_at, from_checkpoint_layout, to_checkpoint_layout, update_ema
 from femurseg.models.registry import LOSSES, NETS, net_spec
-from femurseg.models.zoo import model_path
 from femurseg.models.schedules import Schedule, lr_factor
+from femurseg.models.zoo import model_path
 from femurseg.sliding import sliding_window_inference
 from femurseg.voxels import as_triple
 
